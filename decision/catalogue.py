@@ -1,0 +1,137 @@
+"""The action catalogue: what may be recommended, where, when, at what value, with what stock and texts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from decision.domain import Touchpoint
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+DEFAULT_CATALOGUE_PATH = RULES_DIR / "actions.yaml"
+DELIVERIES = ("agent", "screen", "voice")
+KINDS = ("service_recovery", "offer", "product", "retention", "care")
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is invalid; the message names the action and the field."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Limited stock: ``units`` per pool, the pool named by the request context key ``per`` (e.g. a flight)."""
+
+    per: str
+    units: int
+
+
+@dataclass(frozen=True)
+class Action:
+    action_id: str
+    kind: str
+    value: float
+    lever: float
+    touchpoints: frozenset[Touchpoint]
+    titles: Mapping[str, str]
+    messages: Mapping[str, Mapping[str, str]]
+    valid_from: dt.date | None = None
+    valid_until: dt.date | None = None
+    capacity: Capacity | None = None
+
+    def title(self, language: str) -> str:
+        return self.titles.get(language) or self.titles["en"]
+
+    def message(self, language: str, delivery: str) -> str:
+        texts = self.messages.get(language) or self.messages["en"]
+        return texts.get(delivery) or self.messages["en"][delivery]
+
+    def is_valid_on(self, day: dt.date) -> bool:
+        if self.valid_from is not None and day < self.valid_from:
+            return False
+        return self.valid_until is None or day <= self.valid_until
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    actions: Mapping[str, Action]
+    version: str
+    currency: str
+    default_max_actions: int
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_CATALOGUE_PATH) -> Catalogue:
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
+        if not isinstance(document, dict) or not isinstance(document.get("actions"), dict):
+            raise CatalogueError(f"{path}: expected a mapping with an 'actions' mapping")
+        actions = {str(aid): _parse_action(path, str(aid), spec) for aid, spec in document["actions"].items()}
+        return cls(
+            actions=actions,
+            version=hashlib.sha256(text.encode()).hexdigest()[:12],
+            currency=str(document.get("currency", "EUR")),
+            default_max_actions=int(document.get("default_max_actions", 3)),
+        )
+
+    @property
+    def action_ids(self) -> list[str]:
+        """Action ids in catalogue order."""
+        return list(self.actions)
+
+    def applicable(self, touchpoint: Touchpoint, day: dt.date) -> list[Action]:
+        """Actions valid at this touchpoint on this day, in catalogue order."""
+        return [a for a in self.actions.values() if touchpoint in a.touchpoints and a.is_valid_on(day)]
+
+
+def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
+    where = f"{path.name}: action {action_id!r}"
+    if not isinstance(spec, dict):
+        raise CatalogueError(f"{where}: expected a mapping")
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise CatalogueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    try:
+        touchpoints = frozenset(Touchpoint[t] for t in spec.get("touchpoints", ()))
+    except KeyError as exc:
+        accepted = ", ".join(t.name for t in Touchpoint)
+        raise CatalogueError(f"{where}: touchpoints: unknown {exc}; accepted: {accepted}") from None
+    titles = spec.get("title") or {}
+    messages = spec.get("messages") or {}
+    if "en" not in titles or "en" not in messages:
+        raise CatalogueError(f"{where}: title and messages need at least English ('en')")
+    for language, texts in messages.items():
+        missing = [d for d in DELIVERIES if d not in (texts or {})]
+        if language == "en" and missing:
+            raise CatalogueError(f"{where}: messages.en lacks {', '.join(missing)}")
+    capacity = None
+    if spec.get("capacity") is not None:
+        cap = spec["capacity"]
+        if not isinstance(cap, dict) or "per" not in cap or int(cap.get("units", -1)) < 0:
+            raise CatalogueError(f"{where}: capacity needs 'per' (a context key) and 'units' (>= 0)")
+        capacity = Capacity(per=str(cap["per"]), units=int(cap["units"]))
+    return Action(
+        action_id=action_id,
+        kind=kind,
+        value=float(spec.get("value", 0)),
+        lever=float(spec.get("lever", 1.0)),
+        touchpoints=touchpoints,
+        titles={str(k): str(v) for k, v in titles.items()},
+        messages={str(k): {str(d): str(t) for d, t in (v or {}).items()} for k, v in messages.items()},
+        valid_from=_date(where, "valid_from", spec.get("valid_from")),
+        valid_until=_date(where, "valid_until", spec.get("valid_until")),
+        capacity=capacity,
+    )
+
+
+def _date(where: str, field_name: str, value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise CatalogueError(f"{where}: {field_name} {value!r} is not an ISO date (YYYY-MM-DD)") from None

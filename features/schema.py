@@ -1,0 +1,162 @@
+"""The feature schema: every customer feature, its type, default and human label, read from ``schema.yaml``.
+
+The schema turns what the online store holds (strings in a Redis hash) into typed values for the rules and
+into the numeric row the model scores. Timestamp features reach rules and the model as whole days since the
+event, under the name ``<feature>_days``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+DEFAULT_SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
+TYPES = ("number", "integer", "boolean", "category", "timestamp", "text")
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f", ""}
+SECONDS_PER_DAY = 86_400.0
+
+
+class SchemaError(ValueError):
+    """The schema file itself is invalid."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str
+    default: Any
+    labels: Mapping[str, str]
+    values: tuple[str, ...] = ()
+    model: bool = True
+    sensitive: bool = False
+
+    @property
+    def derived_name(self) -> str:
+        """The name rules and the model see: timestamps become ``<name>_days``."""
+        return f"{self.name}_days" if self.type == "timestamp" else self.name
+
+    def label(self, language: str) -> str:
+        return self.labels.get(language) or self.labels.get("en") or self.name
+
+    def parse(self, raw: str | None, now: float) -> Any:
+        """Typed value of a stored string; the default when absent or unreadable. Timestamps give days since."""
+        if raw is None:
+            return self.default
+        try:
+            if self.type == "number":
+                value = float(raw)
+                return value if math.isfinite(value) else self.default
+            if self.type == "integer":
+                return int(float(raw))
+            if self.type == "boolean":
+                lowered = raw.strip().lower()
+                if lowered in _TRUE:
+                    return True
+                return False if lowered in _FALSE else self.default
+            if self.type == "category":
+                return raw if raw in self.values else self.default
+            if self.type == "timestamp":
+                if raw == "":
+                    return None
+                return max(0.0, (now - float(raw)) / SECONDS_PER_DAY)
+        except ValueError:
+            return self.default
+        return raw  # text
+
+    def encode(self, value: Any) -> float:
+        """The model's number for a typed value: category index, 0/1, NaN for a missing timestamp."""
+        if value is None:
+            return math.nan
+        if self.type == "category":
+            try:
+                return float(self.values.index(value))
+            except ValueError:
+                return math.nan
+        if self.type == "boolean":
+            return 1.0 if value else 0.0
+        return float(value)
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """All features, in file order, and the model's view of them."""
+
+    features: tuple[Feature, ...]
+    version: str
+    by_name: Mapping[str, Feature] = field(init=False, repr=False)
+    model_features: tuple[Feature, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.features})
+        object.__setattr__(self, "model_features", tuple(f for f in self.features if f.model))
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_SCHEMA_PATH) -> FeatureSchema:
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
+        if not isinstance(document, dict) or not isinstance(document.get("features"), dict):
+            raise SchemaError(f"{path}: expected a mapping with a 'features' mapping")
+        features = []
+        for name, spec in document["features"].items():
+            if not isinstance(spec, dict):
+                raise SchemaError(f"{path}: feature {name!r}: expected a mapping")
+            ftype = spec.get("type")
+            if ftype not in TYPES:
+                raise SchemaError(f"{path}: feature {name!r}: type {ftype!r} is not one of {', '.join(TYPES)}")
+            values = tuple(str(v) for v in spec.get("values", ()))
+            if ftype == "category" and not values:
+                raise SchemaError(f"{path}: feature {name!r}: a category needs 'values'")
+            default = spec.get("default")
+            if ftype == "category" and default not in values:
+                raise SchemaError(f"{path}: feature {name!r}: default {default!r} is not among its values")
+            labels = spec.get("label") or {}
+            if isinstance(labels, str):
+                labels = {"en": labels}
+            features.append(
+                Feature(
+                    name=str(name),
+                    type=ftype,
+                    default=default,
+                    labels={str(k): str(v) for k, v in labels.items()},
+                    values=values,
+                    model=bool(spec.get("model", ftype != "text")) and ftype != "text",
+                    sensitive=bool(spec.get("sensitive", False)),
+                )
+            )
+        return cls(features=tuple(features), version=hashlib.sha256(text.encode()).hexdigest()[:12])
+
+    @property
+    def model_feature_names(self) -> list[str]:
+        return [f.derived_name for f in self.model_features]
+
+    @property
+    def categorical_feature_names(self) -> list[str]:
+        return [f.derived_name for f in self.model_features if f.type == "category"]
+
+    def parse(self, raw: Mapping[str, str], now: float) -> dict[str, Any]:
+        """Typed values of every feature (defaults filled in), keyed by derived name."""
+        return {f.derived_name: f.parse(raw.get(f.name), now) for f in self.features}
+
+    def defaults(self) -> dict[str, Any]:
+        return {f.derived_name: (None if f.type == "timestamp" else f.default) for f in self.features}
+
+    def model_row(self, values: Mapping[str, Any]) -> np.ndarray:
+        """The model's row of numbers for typed values, in model_feature_names order."""
+        return np.array([f.encode(values.get(f.derived_name)) for f in self.model_features], dtype=np.float64)
+
+    def feature_for(self, derived_name: str) -> Feature | None:
+        """The feature behind a derived name (``last_incident_days`` -> ``last_incident``)."""
+        feature = self.by_name.get(derived_name)
+        if feature is None and derived_name.endswith("_days"):
+            feature = self.by_name.get(derived_name[: -len("_days")])
+            if feature is not None and feature.type != "timestamp":
+                return None
+        return feature
