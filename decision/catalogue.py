@@ -43,6 +43,8 @@ class Action:
     valid_from: dt.date | None = None
     valid_until: dt.date | None = None
     capacity: Capacity | None = None
+    # Offered only when a rule requires it (e.g. a service-recovery upgrade), never on model score alone.
+    mandatory_only: bool = False
 
     def title(self, language: str) -> str:
         return self.titles.get(language) or self.titles["en"]
@@ -125,6 +127,7 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
         valid_from=_date(where, "valid_from", spec.get("valid_from")),
         valid_until=_date(where, "valid_until", spec.get("valid_until")),
         capacity=capacity,
+        mandatory_only=bool(spec.get("mandatory_only", False)),
     )
 
 

@@ -1,0 +1,111 @@
+"""Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from decision.catalogue import Catalogue
+from decision.eligibility import EligibilityPolicy
+from decision.explanation import Narrator
+from decision.flow import DecisionFlow, FlowLimits
+from decision.scoring import LightGBMScorer
+from decision.server import DecisionServicer, GrpcServer
+from decision.settings import Settings
+from decision.side_effects import RedisDecisionLog
+from features.redis_server import RedisServer
+from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
+from features.schema import FeatureSchema
+from rules.engine import RulesEngine
+
+log = logging.getLogger(__name__)
+
+
+def store_config(settings: Settings, redis_url: str) -> RedisStoreConfig:
+    return RedisStoreConfig(
+        url=redis_url, timeout_ms=settings.redis_timeout_ms, retry_after_ms=settings.redis_retry_after_ms
+    )
+
+
+def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig) -> DecisionFlow:
+    """The decision flow over a Redis client; every part built from settings, nothing global."""
+    schema = FeatureSchema.load(settings.schema_path)
+    catalogue = Catalogue.load(settings.catalogue_path)
+    rules = RulesEngine(settings.policy_dir, catalogue.action_ids, schema)
+    narrator = Narrator(settings.messages_path, schema)
+    breaker = CircuitBreaker(config.retry_after_ms / 1000.0)
+    return DecisionFlow(
+        store=RedisOnlineStore(client, config, breaker),
+        schema=schema,
+        catalogue=catalogue,
+        eligibility=EligibilityPolicy(catalogue, rules, narrator.languages),
+        scorer=LightGBMScorer(settings.model_dir, schema),
+        narrator=narrator,
+        decision_log=RedisDecisionLog(
+            client,
+            ttl_s=settings.decision_ttl_s,
+            contact_window_s=config.contact_window_days * 86_400.0,
+            key_prefix=config.key_prefix,
+            spool_path=Path(settings.data_dir) / "decision-spool.jsonl",
+            breaker=breaker,
+        ),
+        limits=FlowLimits(
+            feature_max_age_s=settings.feature_max_age_s,
+            explain_top_features=settings.explain_top_features,
+            store_timeout_s=settings.redis_timeout_ms / 1000.0,
+        ),
+    )
+
+
+@dataclass
+class Service:
+    """A running service: its Redis (when embedded), its client, its flow and its gRPC server."""
+
+    settings: Settings
+    redis_url: str
+    client: redis.Redis
+    flow: DecisionFlow
+    grpc: GrpcServer
+    embedded_redis: RedisServer | None = None
+
+    @classmethod
+    def start(cls, settings: Settings) -> Service:
+        embedded = None
+        redis_url = settings.redis_url
+        if not redis_url:
+            embedded = RedisServer(Path(settings.data_dir) / "redis").start()
+            redis_url = embedded.url
+            log.info("embedded Redis started at %s", redis_url)
+        try:
+            config = store_config(settings, redis_url)
+            client = connect(config)
+            flow = build_flow(settings, client, config)
+            servicer = DecisionServicer(
+                flow, settings.max_context_entries, flow.catalogue.default_max_actions
+            )
+            server = GrpcServer(servicer, settings.host, settings.port, settings.workers)
+            server.start()
+        except BaseException:
+            if embedded is not None:
+                embedded.stop()
+            raise
+        log.info("serving nba.v1.DecisionService on %s", server.target)
+        return cls(settings, redis_url, client, flow, server, embedded)
+
+    def stop(self) -> None:
+        self.grpc.stop()
+        self.client.close()
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,227 @@
+"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, train-demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+
+from decision import validation
+from decision.errors import InvalidArgument
+from decision.pb import decision_pb2 as pb
+from decision.pb import decision_pb2_grpc as pb_grpc
+from decision.settings import Settings
+
+EXAMPLES = [
+    ("S1 service recovery at the kiosk", "demo-ife-gold", "CHECKIN_KIOSK", ["flight=AZ610", "cabin=economy"]),
+    ("S1 the same passenger at the agent's desk", "demo-ife-gold", "CHECKIN_AGENT", ["flight=AZ610"]),
+    ("S2 an Italian passenger on the phone", "demo-italian", "IVR", ["flight=AZ612"]),
+    ("S7 a bank customer with an open dispute", "demo-bank-open-issue", "BRANCH_TELLER", []),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nba", description="Real-time next-best-action decisions.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="serve gRPC with the settings from NBA_* variables")
+
+    demo = commands.add_parser("demo", help="embedded Redis + demo population + demo model, then serve")
+    demo.add_argument("--customers", type=int, default=10_000, help="ordinary customers besides the personas")
+
+    decide = commands.add_parser("decide", help="ask a running service for a decision")
+    decide.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the service")
+    decide.add_argument("--customer", required=True, help="customer id")
+    decide.add_argument("--touchpoint", required=True, help="CHECKIN_KIOSK, CHECKIN_AGENT, IVR, ...")
+    decide.add_argument("--context", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. flight=AZ610")
+    decide.add_argument("--request-id", default="", help="idempotency key")
+    decide.add_argument("--max-actions", type=int, default=0)
+    decide.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
+    decide.add_argument("--json", action="store_true", help="print the whole decision as JSON")
+
+    outcome = commands.add_parser("outcome", help="record what the customer did with an action")
+    outcome.add_argument("--target", default="127.0.0.1:50051")
+    outcome.add_argument("--decision-id", required=True)
+    outcome.add_argument("--action", required=True)
+    outcome.add_argument("--outcome", required=True, choices=["ACCEPTED", "DECLINED", "IGNORED"])
+
+    load = commands.add_parser("load", help="bulk load customer profiles from CSV or Parquet")
+    load.add_argument("file", type=Path)
+    load.add_argument("--redis-url", required=True)
+
+    incident = commands.add_parser("incident", help="report a service incident now (real-time feature write)")
+    incident.add_argument("--redis-url", required=True)
+    incident.add_argument("--customer", required=True)
+    incident.add_argument("--type", required=True, help="ife_broken, seat_broken, delay, lost_bag, card_dispute")
+    incident.add_argument("--flight", default="")
+    incident.add_argument("--long-haul", action="store_true")
+
+    train = commands.add_parser("train-demo", help="train the demo model on the simulated response history")
+    train.add_argument("--out", type=Path, default=None, help="model directory (default: NBA_MODEL_DIR)")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(COMMANDS[args.command](args) or 0)
+    except InvalidArgument as exc:
+        print(f"nba {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from decision.app import Service
+
+    with Service.start(Settings()) as service:
+        print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from decision.app import Service
+    from features.redis_store import RedisOnlineStore
+    from training.demo_model import load_or_train_demo_model
+    from training.population import generate_population
+
+    settings = Settings()
+    print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
+    with Service.start(settings) as service:
+        store = service.flow.store
+        assert isinstance(store, RedisOnlineStore)
+        now = time.time()
+        count = store.write_profiles(generate_population(args.customers, now=now), written_at=now)
+        print(f"loaded {count} customer profiles into Redis at {service.redis_url}")
+        print(f"serving nba.v1.DecisionService on {service.grpc.target}\n\nTry:")
+        for title, customer, touchpoint, context in EXAMPLES:
+            extra = f" --context {' '.join(context)}" if context else ""
+            print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
+        print(f"  # any gRPC client can discover the API (server reflection):\n"
+              f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
+              flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    touchpoint = validation.touchpoint_name(args.touchpoint)
+    context = {}
+    for item in args.context:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"--context: expected KEY=VALUE; got {item!r}")
+        context[key] = value
+    request = pb.DecideRequest(
+        customer_id=args.customer, touchpoint=int(touchpoint), context=context,
+        request_id=args.request_id, max_actions=args.max_actions,
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = pb_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"nba decide: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json_format.MessageToJson(reply, preserving_proto_field_name=True, ensure_ascii=False))
+        return 0
+    print(reply.explanation.greeting)
+    for action in reply.actions:
+        flag = " [mandatory]" if action.mandatory else ""
+        print(f"{action.rank}. {action.title}{flag}  p={action.propensity:.2f} score={action.score:.1f}")
+    print(f"\n{reply.explanation.text}")
+    for follow_up in reply.follow_ups:
+        print(f"\n--- follow-up: {follow_up.kind} ---\n{follow_up.text}")
+    if reply.degraded:
+        print(f"\n(degraded: {reply.degraded_reason})")
+    print(f"\ndecision {reply.decision_id}  model {reply.model_version}  rules {reply.rules_version}")
+    return 0
+
+
+def _outcome(args: argparse.Namespace) -> int:
+    request = pb.RecordOutcomeRequest(
+        decision_id=args.decision_id, action_id=args.action, outcome=pb.Outcome.Value(args.outcome)
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = pb_grpc.DecisionServiceStub(channel).RecordOutcome(request, timeout=5.0)
+        except grpc.RpcError as exc:
+            print(f"nba outcome: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps({"outcome_id": reply.outcome_id, "duplicate": reply.duplicate}))
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from features.bulk_load import load_file
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.schema import FeatureSchema
+
+    settings = Settings()
+    config = RedisStoreConfig(url=args.redis_url, timeout_ms=5000)
+    store = RedisOnlineStore(connect(config), config)
+    count = load_file(args.file, store, FeatureSchema.load(settings.schema_path))
+    print(f"loaded {count} profiles from {args.file}")
+    return 0
+
+
+def _incident(args: argparse.Namespace) -> int:
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.schema import FeatureSchema
+
+    schema = FeatureSchema.load(Settings().schema_path)
+    accepted = schema.by_name["last_incident_type"].values
+    if args.type not in accepted:
+        raise InvalidArgument(f"--type: must be one of {', '.join(accepted)}; got {args.type!r}")
+    validation.customer_id(args.customer)
+    config = RedisStoreConfig(url=args.redis_url, timeout_ms=5000)
+    store = RedisOnlineStore(connect(config), config)
+    now = time.time()
+    store.update(args.customer, {
+        "last_incident_type": args.type,
+        "last_incident": repr(now),
+        "last_incident_flight": args.flight,
+        "last_incident_long_haul": "1" if args.long_haul else "0",
+    }, at=now)
+    print(f"incident {args.type} recorded for {args.customer}")
+    return 0
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from training.demo_model import train_demo_model
+
+    out = args.out or Settings().model_dir
+    print(train_demo_model(Path(out)))
+    return 0
+
+
+def _wait_for_signal() -> None:
+    stop = {"now": False}
+
+    def _handler(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    while not stop["now"]:
+        time.sleep(0.2)
+
+
+COMMANDS = {
+    "serve": _serve,
+    "demo": _demo,
+    "decide": _decide,
+    "outcome": _outcome,
+    "load": _load,
+    "incident": _incident,
+    "train-demo": _train_demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The gRPC front end: proto -> domain, call the flow, domain -> proto. Nothing else lives here.
+
+Domain errors become their gRPC status with the message naming the field; anything unexpected is logged with
+its traceback and returned as INTERNAL. The standard health service and server reflection are served too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from decision import validation
+from decision.domain import Decision, DecisionRequest
+from decision.errors import DecisionError
+from decision.flow import DecisionFlow
+from decision.pb import decision_pb2 as pb
+from decision.wire_format import invalid_utf8_field
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+MAX_MESSAGE_BYTES = 1 << 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A request protobuf refused; ``field`` is the culprit where it can be found."""
+
+    reason: str
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    """A deserializer that hands unreadable requests to the handler, which then names the bad field."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            field = invalid_utf8_field(data, message_type.DESCRIPTOR)
+            if field:
+                return Unreadable(f"{field}: must be valid UTF-8 text")
+            return Unreadable(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message")
+
+    return parse
+
+
+def _handled(method: Callable[[Any, Any, grpc.ServicerContext], T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> T:
+        if isinstance(request, Unreadable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        try:
+            return method(self, request, context)
+        except DecisionError as exc:
+            context.abort(exc.status, exc.message)
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed unexpectedly; see the server log")
+        raise AssertionError("unreachable: context.abort raises")
+
+    return wrapper
+
+
+class DecisionServicer:
+    """``nba.v1.DecisionService`` over a DecisionFlow."""
+
+    def __init__(self, flow: DecisionFlow, max_context_entries: int, default_max_actions: int) -> None:
+        self.flow = flow
+        self.max_context_entries = max_context_entries
+        self.default_max_actions = default_max_actions
+
+    @_handled
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
+        remaining = context.time_remaining()
+        domain_request = DecisionRequest(
+            customer_id=validation.customer_id(request.customer_id),
+            touchpoint=validation.touchpoint(request.touchpoint),
+            context=validation.context(request.context, self.max_context_entries),
+            request_id=validation.request_id(request.request_id),
+            max_actions=validation.max_actions(request.max_actions, self.default_max_actions),
+            deadline=None if remaining is None else time.monotonic() + remaining,
+        )
+        return decision_to_proto(self.flow.decide(domain_request))
+
+    @_handled
+    def RecordOutcome(  # noqa: N802
+        self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
+    ) -> pb.RecordOutcomeResponse:
+        receipt = self.flow.record_outcome(
+            validation.decision_id(request.decision_id),
+            request.action_id,
+            validation.outcome(request.outcome),
+        )
+        return pb.RecordOutcomeResponse(outcome_id=receipt.outcome_id, duplicate=receipt.duplicate)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        methods = {
+            "Decide": grpc.unary_unary_rpc_method_handler(
+                self.Decide, _lenient(pb.DecideRequest), pb.DecideResponse.SerializeToString
+            ),
+            "RecordOutcome": grpc.unary_unary_rpc_method_handler(
+                self.RecordOutcome, _lenient(pb.RecordOutcomeRequest), pb.RecordOutcomeResponse.SerializeToString
+            ),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def decision_to_proto(d: Decision) -> pb.DecideResponse:
+    e = d.explanation
+    return pb.DecideResponse(
+        decision_id=d.decision_id,
+        request_id=d.request_id,
+        actions=[
+            pb.Action(
+                action_id=a.action_id,
+                kind=a.kind,
+                title=a.title,
+                score=a.score,
+                propensity=a.propensity,
+                value=a.value,
+                mandatory=a.mandatory,
+                reason_codes=a.reason_codes,
+                rank=a.rank,
+                message=a.message,
+            )
+            for a in d.actions
+        ],
+        explanation=pb.Explanation(
+            language=e.language,
+            delivery=e.delivery,
+            text=e.text,
+            greeting=e.greeting,
+            rules_fired=[
+                pb.RuleFired(rule_id=r.rule_id, directive=r.directive, action_id=r.action_id,
+                             reason_code=r.reason_code)
+                for r in e.rules_fired
+            ],
+            top_features=[
+                pb.FeatureContribution(feature=f.feature, label=f.label, contribution=f.contribution,
+                                       value=f.value)
+                for f in e.top_features
+            ],
+            suppressed=[
+                pb.Suppression(action_id=s.action_id, reason_code=s.reason_code, source=s.source)
+                for s in e.suppressed
+            ],
+            ranking_margin=e.ranking_margin,
+        ),
+        model_version=d.model_version,
+        rules_version=d.rules_version,
+        catalogue_version=d.catalogue_version,
+        features=pb.FeatureFreshness(
+            found=d.features.found, age_ms=d.features.age_ms, stale=d.features.stale,
+            max_age_ms=d.features.max_age_ms,
+        ),
+        degraded=d.degraded,
+        degraded_reason=d.degraded_reason,
+        degraded_codes=d.degraded_codes,
+        follow_ups=[
+            pb.FollowUp(kind=f.kind, action_id=f.action_id, language=f.language, text=f.text)
+            for f in d.follow_ups
+        ],
+    )
+
+
+class GrpcServer:
+    """The gRPC server with the decision service, health checks and reflection."""
+
+    def __init__(self, servicer: DecisionServicer, host: str, port: int, workers: int,
+                 reuse_port: bool = False) -> None:
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decide"),
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self.server.add_generic_rpc_handlers((servicer.handler(),))
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        self.host = host
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

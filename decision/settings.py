@@ -1,0 +1,67 @@
+"""Service settings: one class, read from ``NBA_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from decision.catalogue import DEFAULT_CATALOGUE_PATH
+from features.schema import DEFAULT_SCHEMA_PATH
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set. Defaults give the embedded demo set-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NBA_", env_file=".env", extra="ignore", use_attribute_docstrings=True
+    )
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds to (0.0.0.0 to accept other machines)."""
+
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (tests)."""
+
+    workers: int = Field(4, ge=1, le=64)
+    """gRPC handler threads. More threads make p99 worse on 2 cores (see PERFORMANCE.md)."""
+
+    redis_url: str = ""
+    """Redis URL of the feature store and decision log. Empty starts an embedded Redis server under data_dir."""
+
+    redis_timeout_ms: float = Field(25.0, gt=0)
+    """Socket timeout of every Redis call. A slower Redis makes the decision degrade instead of wait."""
+
+    redis_retry_after_ms: float = Field(1000.0, ge=0)
+    """After a Redis failure, decide without Redis for this long before trying it again (no per-call waits)."""
+
+    data_dir: Path = Path(".nba-data")
+    """Where the embedded Redis keeps its data (append-only file) and the demo model lives."""
+
+    model_dir: Path = Path(".nba-data/models/demo")
+    """Directory with model.txt and model.json of the live model."""
+
+    schema_path: Path = DEFAULT_SCHEMA_PATH
+    """The feature schema file."""
+
+    catalogue_path: Path = DEFAULT_CATALOGUE_PATH
+    """The action catalogue file."""
+
+    policy_dir: Path = Path(__file__).resolve().parent.parent / "rules" / "policies"
+    """Directory of rule files."""
+
+    messages_path: Path = Path(__file__).resolve().parent.parent / "rules" / "messages.yaml"
+    """Greetings, reason texts and follow-up letter templates per language."""
+
+    feature_max_age_s: float = Field(7 * 86_400.0, gt=0)
+    """A profile written longer ago than this is stale: the decision is flagged degraded (features_stale)."""
+
+    decision_ttl_s: int = Field(30 * 86_400, gt=0)
+    """How long a decision is kept for outcomes and request_id retries."""
+
+    max_context_entries: int = Field(32, ge=1)
+    """Largest accepted request context."""
+
+    explain_top_features: int = Field(3, ge=0, le=20)
+    """How many model feature contributions an explanation names."""

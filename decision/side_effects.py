@@ -1,0 +1,314 @@
+"""Side effects of a decision: the durable decision/outcome log, follow-ups, capacity and request idempotency.
+
+All of a decision's writes happen in one Redis script, so they are atomic: the request_id is claimed, capacity
+(upgrade seats per flight) is taken, the decision is stored for outcomes and retries, and the decision and its
+follow-ups are appended to Redis Streams. A retry with the same request_id gets the stored decision back and
+takes nothing twice; two check-ins racing for the last seat cannot both get it.
+
+Key layout (prefix "nba:" by default):
+  request:{request_id}              the decision JSON, for retries              (expires with decision_ttl)
+  decision:{decision_id}            the decision JSON, for outcomes             (expires with decision_ttl)
+  capacity:{action_id}:{pool}       units left in a pool (e.g. a flight); created from the catalogue on first use
+  outcome:{decision_id}:{action_id} the outcome's stream id, so a retried outcome is not stored twice
+  log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from decision.domain import (
+    Decision,
+    Explanation,
+    FeatureContribution,
+    FeatureFreshness,
+    FollowUp,
+    Outcome,
+    OutcomeReceipt,
+    RankedAction,
+    RuleFired,
+    Suppression,
+    Touchpoint,
+)
+from features.redis_store import CircuitBreaker, KeyLayout
+
+
+class DecisionLogUnavailable(RuntimeError):
+    """The log could not be written; nothing of this commit was stored."""
+
+
+class DecisionNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class CapacityClaim:
+    """Take one unit of ``action_id`` from ``pool`` (a flight), which starts with ``units`` when first used."""
+
+    action_id: str
+    pool: str
+    units: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    """``decision`` is what the caller gets: the new one, or the earlier one for a retried request_id."""
+
+    decision: Decision
+    replayed: bool = False
+    # The claim that found its pool empty (the decision was not stored); None on success.
+    sold_out: CapacityClaim | None = None
+
+
+class DecisionLog(abc.ABC):
+    """Where decisions and outcomes go; the contract any log backend keeps."""
+
+    @abc.abstractmethod
+    def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
+        """Store the decision and take its capacity, atomically; raise DecisionLogUnavailable on failure."""
+
+    @abc.abstractmethod
+    def find(self, decision_id: str) -> Decision:
+        """A stored decision; DecisionNotFound when unknown or expired, DecisionLogUnavailable on failure."""
+
+    @abc.abstractmethod
+    def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
+        """Append the outcome (once per decision and action); raise DecisionLogUnavailable when not stored."""
+
+
+_COMMIT = """
+-- KEYS: request, decision, decisions stream, follow-ups stream, capacity keys...
+-- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
+--       capacity default units (one per capacity key)
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+local n_fields = tonumber(ARGV[3])
+local n_follow = tonumber(ARGV[4 + n_fields])
+local first_units = 5 + n_fields + n_follow
+local n_claims = #KEYS - 4
+for i = 1, n_claims do
+  local left = redis.call('GET', KEYS[4 + i])
+  if left == false then left = ARGV[first_units + i - 1] end
+  if tonumber(left) <= 0 then return {2, i} end
+end
+for i = 1, n_claims do
+  if redis.call('EXISTS', KEYS[4 + i]) == 0 then
+    redis.call('SET', KEYS[4 + i], ARGV[first_units + i - 1])
+  end
+  redis.call('DECR', KEYS[4 + i])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4, 3 + n_fields))
+for i = 1, n_follow do
+  redis.call('XADD', KEYS[4], '*', 'follow_up', ARGV[4 + n_fields + i])
+end
+return {1}
+"""
+
+_OUTCOME = """
+-- KEYS: decision, outcome marker, outcomes stream, declines set
+-- ARGV: ttl, outcome name, at (epoch s), contact window (s), declines member, n fields, fields...
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local previous = redis.call('GET', KEYS[2])
+if previous then return {0, previous} end
+local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 7, 6 + tonumber(ARGV[6])))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+if ARGV[2] == 'DECLINED' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])))
+end
+return {1, id}
+"""
+
+
+class RedisDecisionLog(DecisionLog):
+    """The decision log in Redis Streams, written by server-side scripts (one round trip per commit)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        contact_window_s: float,
+        key_prefix: str = "nba:",
+        spool_path: Path | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.contact_window_s = contact_window_s
+        self.prefix = key_prefix
+        self.keys = KeyLayout(key_prefix)
+        self.decisions_stream = f"{key_prefix}log:decisions"
+        self.outcomes_stream = f"{key_prefix}log:outcomes"
+        self.follow_ups_stream = f"{key_prefix}log:follow-ups"
+        self._commit = client.register_script(_COMMIT)
+        self._outcome = client.register_script(_OUTCOME)
+        self.spool = DecisionSpool(spool_path) if spool_path else None
+        # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
+        self.breaker = breaker
+
+    def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
+        record = orjson.dumps(decision)
+        fields = stream_fields(decision, record)
+        follow_ups = [orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in
+                      decision.follow_ups]
+        keys = [
+            f"{self.prefix}request:{decision.request_id}",
+            f"{self.prefix}decision:{decision.decision_id}",
+            self.decisions_stream,
+            self.follow_ups_stream,
+            *[f"{self.prefix}capacity:{c.action_id}:{c.pool}" for c in claims],
+        ]
+        args: list[Any] = [record, self.ttl_s, len(fields), *fields, len(follow_ups), *follow_ups]
+        args += [c.units for c in claims]
+        try:
+            if self.breaker is not None and self.breaker.open:
+                raise DecisionLogUnavailable("Redis skipped after a recent failure")
+            try:
+                reply = self._commit(keys=keys, args=args)
+            except (redis.RedisError, OSError) as exc:
+                if self.breaker is not None:
+                    self.breaker.failed()
+                raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
+        except DecisionLogUnavailable:
+            if self.spool is not None and not claims:
+                self.spool.append(record)  # kept locally, moved to the stream once Redis is back
+            raise
+        status = int(reply[0])
+        if status == 0:
+            return Committed(decision_from_json(reply[1]), replayed=True)
+        if status == 2:
+            return Committed(decision, sold_out=claims[int(reply[1]) - 1])
+        if self.spool is not None and self.spool.pending:
+            self.spool.replay(self.client, self.decisions_stream)
+        return Committed(decision)
+
+    def find(self, decision_id: str) -> Decision:
+        try:
+            stored = self.client.get(f"{self.prefix}decision:{decision_id}")
+        except (redis.RedisError, OSError) as exc:
+            raise DecisionLogUnavailable(f"decision log read failed: {exc}") from exc
+        if stored is None:
+            raise DecisionNotFound(decision_id)
+        return decision_from_json(stored)
+
+    def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
+        fields = [
+            "decision_id", decision.decision_id,
+            "action_id", action_id,
+            "outcome", outcome.name,
+            "customer_id", decision.customer_id,
+            "touchpoint", decision.touchpoint.name,
+            "model_version", decision.model_version,
+            "rules_version", decision.rules_version,
+            "propensity", repr(decision.candidates.get(action_id, (0.0, 0.0))[0]),
+            "at", repr(at),
+        ]  # fmt: skip
+        keys = [
+            f"{self.prefix}decision:{decision.decision_id}",
+            f"{self.prefix}outcome:{decision.decision_id}:{action_id}",
+            self.outcomes_stream,
+            self.keys.declines(decision.customer_id),
+        ]
+        args = [self.ttl_s, outcome.name, repr(at), self.contact_window_s,
+                f"{action_id}|{decision.decision_id}", len(fields), *fields]
+        try:
+            reply = self._outcome(keys=keys, args=args)
+        except (redis.RedisError, OSError) as exc:
+            raise DecisionLogUnavailable(f"outcome not stored: {exc}") from exc
+        if int(reply[0]) == -1:
+            raise DecisionNotFound(decision.decision_id)
+        return OutcomeReceipt(outcome_id=str(reply[1]), duplicate=int(reply[0]) == 0)
+
+
+def stream_fields(decision: Decision, record: bytes) -> list[Any]:
+    """The decision log entry: searchable columns plus the whole decision as JSON."""
+    return [
+        "decision_id", decision.decision_id,
+        "request_id", decision.request_id,
+        "customer_id", decision.customer_id,
+        "touchpoint", decision.touchpoint.name,
+        "model_version", decision.model_version,
+        "rules_version", decision.rules_version,
+        "catalogue_version", decision.catalogue_version,
+        "decided_at_ms", decision.decided_at_ms,
+        "degraded", ",".join(decision.degraded_codes),
+        "actions", ",".join(a.action_id for a in decision.actions),
+        "decision", record,
+    ]  # fmt: skip
+
+
+class DecisionSpool:
+    """Decisions that could not reach the log while Redis was down, kept in a local file until it is back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def append(self, record: bytes) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as spool:
+                spool.write(record + b"\n")
+
+    def replay(self, client: redis.Redis, stream: str) -> int:
+        """Move spooled decisions into the stream; the file is emptied only once every entry is in."""
+        with self._lock:
+            if not self.pending:
+                return 0
+            lines = [line for line in self.path.read_bytes().splitlines() if line.strip()]
+            pipe = client.pipeline(transaction=True)
+            for line in lines:
+                pipe.xadd(stream, dict(zip(*[iter(stream_fields(decision_from_json(line), line))] * 2,
+                                           strict=True)))
+            pipe.execute()
+            self.path.write_bytes(b"")
+            return len(lines)
+
+
+def decision_from_json(data: bytes | str) -> Decision:
+    """The inverse of ``orjson.dumps(decision)``."""
+    d = orjson.loads(data)
+    e = d["explanation"]
+    return Decision(
+        decision_id=d["decision_id"],
+        request_id=d["request_id"],
+        customer_id=d["customer_id"],
+        touchpoint=Touchpoint(d["touchpoint"]),
+        actions=tuple(RankedAction(**{**a, "reason_codes": tuple(a["reason_codes"])}) for a in d["actions"]),
+        explanation=Explanation(
+            language=e["language"],
+            delivery=e["delivery"],
+            text=e["text"],
+            greeting=e["greeting"],
+            rules_fired=tuple(RuleFired(**r) for r in e["rules_fired"]),
+            top_features=tuple(FeatureContribution(**f) for f in e["top_features"]),
+            suppressed=tuple(Suppression(**s) for s in e["suppressed"]),
+            ranking_margin=e["ranking_margin"],
+        ),
+        model_version=d["model_version"],
+        rules_version=d["rules_version"],
+        catalogue_version=d["catalogue_version"],
+        features=FeatureFreshness(**d["features"]),
+        degraded_codes=tuple(d["degraded_codes"]),
+        degraded_reason=d["degraded_reason"],
+        follow_ups=tuple(FollowUp(**f) for f in d["follow_ups"]),
+        decided_at_ms=d["decided_at_ms"],
+        candidates={k: (v[0], v[1]) for k, v in d["candidates"].items()},
+    )
+

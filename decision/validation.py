@@ -1,0 +1,95 @@
+"""Checks on what callers send: every bad input is refused with the field named and what is accepted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from decision.domain import Outcome, Touchpoint
+from decision.errors import InvalidArgument
+
+CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
+DECISION_ID = re.compile(r"[0-9a-f]{32}")
+REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+CONTEXT_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_CONTEXT_VALUE = 256
+MAX_ACTIONS = 20
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...") + (
+        f" ({len(value)} characters)" if len(value) > limit else ""
+    )
+
+
+def customer_id(value: str) -> str:
+    if not CUSTOMER_ID.fullmatch(value):
+        raise InvalidArgument(
+            "customer_id: must be 1-64 characters of letters, digits and . _ : @ -; got " + _shown(value)
+        )
+    return value
+
+
+def touchpoint(value: int) -> Touchpoint:
+    try:
+        return Touchpoint(value)
+    except ValueError:
+        accepted = ", ".join(t.name for t in Touchpoint)
+        got = "TOUCHPOINT_UNSPECIFIED (0)" if value == 0 else f"unknown value {value}"
+        raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {got}") from None
+
+
+def touchpoint_name(value: str) -> Touchpoint:
+    try:
+        return Touchpoint[value.strip().upper()]
+    except KeyError:
+        accepted = ", ".join(t.name for t in Touchpoint)
+        raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {_shown(value)}") from None
+
+
+def context(value: Mapping[str, str], max_entries: int) -> dict[str, str]:
+    if len(value) > max_entries:
+        raise InvalidArgument(f"context: at most {max_entries} entries are accepted; got {len(value)}")
+    for key in sorted(value):
+        if not CONTEXT_KEY.fullmatch(key):
+            raise InvalidArgument(
+                f"context: key {_shown(key)} must be lower_snake_case, 1-64 characters, starting with a letter"
+            )
+        if len(value[key]) > MAX_CONTEXT_VALUE:
+            raise InvalidArgument(
+                f"context[{key}]: values are at most {MAX_CONTEXT_VALUE} characters; got {len(value[key])}"
+            )
+    return dict(value)
+
+
+def request_id(value: str) -> str:
+    if value and not REQUEST_ID.fullmatch(value):
+        raise InvalidArgument("request_id: must be 1-128 printable ASCII characters without spaces; got " + _shown(value))
+    return value
+
+
+def max_actions(value: int, default: int) -> int:
+    if value < 0 or value > MAX_ACTIONS:
+        raise InvalidArgument(f"max_actions: must be between 0 and {MAX_ACTIONS} (0 = the default {default}); got {value}")
+    return value or default
+
+
+def decision_id(value: str) -> str:
+    if not DECISION_ID.fullmatch(value):
+        raise InvalidArgument("decision_id: must be the 32 hexadecimal characters of a decision; got " + _shown(value))
+    return value
+
+
+def action_id(value: str, accepted: list[str]) -> str:
+    if value not in accepted:
+        raise InvalidArgument(f"action_id: must be one of this decision's actions ({', '.join(accepted) or 'none'}); got {_shown(value)}")
+    return value
+
+
+def outcome(value: int) -> Outcome:
+    try:
+        return Outcome(value)
+    except ValueError:
+        accepted = ", ".join(o.name for o in Outcome)
+        got = "OUTCOME_UNSPECIFIED (0)" if value == 0 else f"unknown value {value}"
+        raise InvalidArgument(f"outcome: must be one of {accepted}; got {got}") from None

@@ -1,0 +1,43 @@
+"""The online feature store contract: what the decision flow reads per decision, and how profiles get in.
+
+An implementation must answer ``read`` in one round trip to its backing store, and raise
+``FeatureStoreUnavailable`` (never hang past its configured timeout) when it cannot.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The store did not answer in time or refused; the decision degrades instead of failing."""
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    """One customer's stored features as read, before typing by the schema."""
+
+    found: bool
+    raw: Mapping[str, str] = field(default_factory=dict)
+    # When the batch profile was written (epoch seconds); None when never written.
+    written_at: float | None = None
+    # Declines per action inside the contact-policy window (only actions with at least one decline).
+    declines: Mapping[str, int] = field(default_factory=dict)
+
+
+class OnlineStore(abc.ABC):
+    """Customer features for real-time decisions."""
+
+    @abc.abstractmethod
+    def read(self, customer_id: str, now: float) -> CustomerRecord:
+        """The customer's profile and contact history, in one round trip."""
+
+    @abc.abstractmethod
+    def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
+        """Bulk write (replace) profiles; each mapping holds ``customer_id`` and feature values. Returns the count."""
+
+    @abc.abstractmethod
+    def update(self, customer_id: str, values: Mapping[str, str], at: float) -> None:
+        """Real-time write of some features (an incident reported now); seen by the next decision."""

@@ -1,0 +1,136 @@
+"""The Redis online store: one hash per customer profile, one sorted set of declines per customer.
+
+Key layout (shared with the decision log, which records declines atomically with outcomes):
+  {prefix}customer:{id}            hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
+  {prefix}contact:{id}:declines    sorted set: member "{action_id}|{decision_id}", score = epoch seconds
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
+
+WRITTEN_AT = "_written_at"
+UPDATED_AT = "_updated_at"
+
+
+@dataclass(frozen=True)
+class RedisStoreConfig:
+    url: str
+    timeout_ms: float = 25.0
+    retry_after_ms: float = 1000.0
+    key_prefix: str = "nba:"
+    contact_window_days: float = 30.0
+    bulk_batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    prefix: str = "nba:"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}customer:{customer_id}"
+
+    def declines(self, customer_id: str) -> str:
+        return f"{self.prefix}contact:{customer_id}:declines"
+
+
+def connect(config: RedisStoreConfig) -> redis.Redis:
+    """A client that fails fast: no retries, short timeouts, hiredis parsing when installed."""
+    timeout = config.timeout_ms / 1000.0
+    return redis.Redis.from_url(
+        config.url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+        health_check_interval=0,
+    )
+
+
+class CircuitBreaker:
+    """After a failure, answer "open" for ``retry_after_s`` so callers skip Redis instead of each waiting for it.
+
+    A caller that finds it closed tries Redis; the first failure opens it again. Thread-safe enough without a
+    lock: the worst case under a race is one extra attempt.
+    """
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        self._open_until = 0.0
+
+    @property
+    def open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def failed(self) -> None:
+        self._open_until = time.monotonic() + self.retry_after_s
+
+    def succeeded(self) -> None:
+        self._open_until = 0.0
+
+
+class RedisOnlineStore(OnlineStore):
+    """Profiles in Redis hashes, read with one pipelined round trip (HGETALL + ZRANGEBYSCORE)."""
+
+    def __init__(self, client: redis.Redis, config: RedisStoreConfig, breaker: CircuitBreaker | None = None):
+        self.client = client
+        self.config = config
+        self.keys = KeyLayout(config.key_prefix)
+        self.breaker = breaker or CircuitBreaker(config.retry_after_ms / 1000.0)
+
+    def read(self, customer_id: str, now: float) -> CustomerRecord:
+        if self.breaker.open:
+            raise FeatureStoreUnavailable("feature store skipped after a recent failure")
+        window_start = now - self.config.contact_window_days * 86_400.0
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.customer(customer_id))
+        pipe.zrangebyscore(self.keys.declines(customer_id), window_start, "+inf")
+        try:
+            profile, declined = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self.breaker.failed()
+            raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
+        self.breaker.succeeded()
+        declines: dict[str, int] = {}
+        for member in declined:
+            action_id = member.split("|", 1)[0]
+            declines[action_id] = declines.get(action_id, 0) + 1
+        if not profile:
+            return CustomerRecord(found=False, declines=declines)
+        written = profile.pop(WRITTEN_AT, None) or profile.get(UPDATED_AT)
+        profile.pop(UPDATED_AT, None)
+        return CustomerRecord(
+            found=True, raw=profile, written_at=float(written) if written else None, declines=declines
+        )
+
+    def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
+        count = 0
+        pipe = self.client.pipeline(transaction=False)
+        for profile in profiles:
+            customer_id = profile["customer_id"]
+            key = self.keys.customer(customer_id)
+            values = {k: str(v) for k, v in profile.items() if k != "customer_id" and v is not None}
+            values[WRITTEN_AT] = repr(written_at)
+            pipe.delete(key)  # a bulk load replaces the profile: no feature survives from an older load
+            pipe.hset(key, mapping=values)
+            count += 1
+            if count % self.config.bulk_batch_size == 0:
+                pipe.execute()
+        pipe.execute()
+        return count
+
+    def update(self, customer_id: str, values: Mapping[str, str], at: float) -> None:
+        mapping = {k: str(v) for k, v in values.items()}
+        mapping[UPDATED_AT] = repr(at)
+        try:
+            self.client.hset(self.keys.customer(customer_id), mapping=mapping)
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc

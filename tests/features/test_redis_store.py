@@ -1,0 +1,81 @@
+"""The Redis online store against a real Redis server: bulk loads, real-time writes, freshness, declines."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.bulk_load import BulkLoadError, load_file
+from features.online_store import FeatureStoreUnavailable
+from features.redis_server import RedisServer, free_port
+from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.schema import FeatureSchema
+
+
+@pytest.fixture()
+def store(redis_server: RedisServer) -> RedisOnlineStore:
+    config = RedisStoreConfig(url=redis_server.url, key_prefix=f"t{uuid.uuid4().hex[:6]}:")
+    return RedisOnlineStore(connect(config), config)
+
+
+def test_bulk_load_csv_then_read(store: RedisOnlineStore, tmp_path: Path) -> None:
+    csv = tmp_path / "profiles.csv"
+    csv.write_text("customer_id,tier,predicted_ltv,unknown_column\nc1,gold,5000,x\nc2,,12.5,y\n")
+    written_at = time.time() - 60
+    assert load_file(csv, store, FeatureSchema.load(), written_at=written_at) == 2
+    record = store.read("c1", time.time())
+    assert record.found and record.raw == {"tier": "gold", "predicted_ltv": "5000"}
+    assert record.written_at == pytest.approx(written_at)
+    assert store.read("c2", time.time()).raw == {"predicted_ltv": "12.5"}  # empty cells are not stored
+    assert not store.read("c3", time.time()).found
+
+
+def test_bulk_load_parquet_replaces_the_profile(store: RedisOnlineStore, tmp_path: Path) -> None:
+    store.write_profiles([{"customer_id": "p1", "tier": "gold", "age": "30"}], written_at=time.time())
+    path = tmp_path / "profiles.parquet"
+    pq.write_table(pa.table({"customer_id": ["p1"], "age": [31], "in_arrears": [True]}), path)
+    load_file(path, store, FeatureSchema.load())
+    assert store.read("p1", time.time()).raw == {"age": "31", "in_arrears": "1"}
+
+
+def test_bulk_load_refuses_a_file_without_ids(store: RedisOnlineStore, tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("id,tier\n1,gold\n")
+    with pytest.raises(BulkLoadError, match="column 'customer_id' is missing; columns found: id, tier"):
+        load_file(csv, store, FeatureSchema.load())
+    csv.write_text("customer_id,tier\nc1,gold\n,silver\n")
+    with pytest.raises(BulkLoadError, match="row 2: customer_id is empty"):
+        load_file(csv, store, FeatureSchema.load())
+
+
+def test_real_time_update_keeps_the_batch_time(store: RedisOnlineStore) -> None:
+    batch_time = time.time() - 3600
+    store.write_profiles([{"customer_id": "u1", "tier": "silver"}], written_at=batch_time)
+    store.update("u1", {"last_incident_type": "delay"}, at=time.time())
+    record = store.read("u1", time.time())
+    assert record.raw == {"tier": "silver", "last_incident_type": "delay"}
+    assert record.written_at == pytest.approx(batch_time)  # an incident does not make old features fresh
+
+
+def test_declines_are_counted_per_action_inside_the_window(store: RedisOnlineStore) -> None:
+    now = time.time()
+    key = store.keys.declines("d1")
+    store.client.zadd(key, {"lounge_pass|a": now - 40 * 86_400, "lounge_pass|b": now - 86_400,
+                            "lounge_pass|c": now - 60, "extra_bag|d": now - 60})
+    assert store.read("d1", now).declines == {"lounge_pass": 2, "extra_bag": 1}
+
+
+def test_unreachable_redis_fails_fast_and_then_is_skipped(tmp_path: Path) -> None:
+    config = RedisStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0", timeout_ms=50, retry_after_ms=60_000)
+    store = RedisOnlineStore(connect(config), config)
+    started = time.monotonic()
+    with pytest.raises(FeatureStoreUnavailable):
+        store.read("c1", time.time())
+    with pytest.raises(FeatureStoreUnavailable, match="skipped after a recent failure"):
+        store.read("c1", time.time())
+    assert time.monotonic() - started < 0.5
