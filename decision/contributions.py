@@ -79,9 +79,9 @@ class PathContributions:
                 f"row must be a 1-D array of {len(self.feature_names)} feature values, "
                 f"got shape {values.shape}"
             )
-        # LightGBM's own tree walk beats a vectorised one in numpy (~50 us vs ~90 us for 200 trees of 31
-        # leaves) and is exact by construction. Pin one thread: LightGBM's OpenMP pool fights the gRPC
-        # threads under load.
+        # LightGBM's own tree walk beat a vectorised one in numpy in every run here (by 15-40% for 200 trees
+        # of 31 leaves) and is exact by construction. Pin one thread: LightGBM's OpenMP pool fights the
+        # gRPC threads under load.
         leaves = self._booster.predict(values.reshape(1, -1), pred_leaf=True, num_threads=1)
         return self._sum_paths(np.asarray(leaves, dtype=np.intp).reshape(-1))
 
@@ -100,8 +100,10 @@ class PathContributions:
                 f"got shape {indices.shape} of {indices.dtype}"
             )
         indices = indices.astype(np.intp)
-        if np.any(indices < 0) or np.any(indices >= self._num_leaves):
-            tree = int(np.flatnonzero((indices < 0) | (indices >= self._num_leaves))[0])
+        # Negative indices wrap round to huge unsigned ones, so one comparison checks both ends.
+        out_of_range = indices.astype(np.uintp) >= self._num_leaves
+        if out_of_range.any():
+            tree = int(np.flatnonzero(out_of_range)[0])
             raise ValueError(
                 f"leaf index {int(indices[tree])} out of range for tree {tree} "
                 f"with {int(self._num_leaves[tree])} leaves"

@@ -262,8 +262,12 @@ def test_leaf_indices_out_of_range_are_refused(model: Model) -> None:
         explainer.explain_leaves(leaves[:-1])
     too_far = leaves.copy()
     too_far[3] = 15
-    with pytest.raises(ValueError, match="tree 3 with 15 leaves"):
+    with pytest.raises(ValueError, match="index 15 out of range for tree 3 with 15 leaves"):
         explainer.explain_leaves(too_far)
+    negative = leaves.copy()
+    negative[5] = -1
+    with pytest.raises(ValueError, match="index -1 out of range for tree 5"):
+        explainer.explain_leaves(negative)
 
 
 def test_multiclass_models_are_refused() -> None:
