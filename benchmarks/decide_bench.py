@@ -37,8 +37,15 @@ from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
 from training.demo_model import load_or_train_demo_model
 from training.population import PERSONAS, generate_population
 
-TOUCHPOINTS = [pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR, pb.BRANCH_TELLER, pb.CONTACT_CENTER, pb.WEB,
-               pb.MOBILE_APP]
+TOUCHPOINTS = [
+    pb.CHECKIN_KIOSK,
+    pb.CHECKIN_AGENT,
+    pb.IVR,
+    pb.BRANCH_TELLER,
+    pb.CONTACT_CENTER,
+    pb.WEB,
+    pb.MOBILE_APP,
+]
 TARGET_P50, TARGET_P99 = 1.5, 2.0
 
 
@@ -90,10 +97,19 @@ def main() -> int:
         customer_ids = [p["customer_id"] for p in population]
 
         port = free_port()
-        env = dict(os.environ, NBA_PORT=str(port), NBA_REDIS_URL=redis_server.url, NBA_MODEL_DIR=str(model_dir),
-                   NBA_DATA_DIR=str(work / "data"))
-        server = subprocess.Popen([sys.executable, "-m", "decision.cli", "serve"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(
+            os.environ,
+            NBA_PORT=str(port),
+            NBA_REDIS_URL=redis_server.url,
+            NBA_MODEL_DIR=str(model_dir),
+            NBA_DATA_DIR=str(work / "data"),
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "decision.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             target = f"127.0.0.1:{port}"
             with grpc.insecure_channel(target) as channel:
@@ -121,8 +137,14 @@ def measure(channel: grpc.Channel, redis_url: str, customers: list[str], calls: 
     for i in range(calls):
         customer = PERSONAS[i % 3] if i % 10 == 0 else rng.choice(customers)
         context = {"flight": f"AZ{rng.randrange(100, 999)}", "cabin": "economy"}
-        requests.append(pb.DecideRequest(customer_id=customer, touchpoint=rng.choice(TOUCHPOINTS), context=context,
-                                         request_id=f"bench-{time.time_ns()}-{i}"))
+        requests.append(
+            pb.DecideRequest(
+                customer_id=customer,
+                touchpoint=rng.choice(TOUCHPOINTS),
+                context=context,
+                request_id=f"bench-{time.time_ns()}-{i}",
+            )
+        )
 
     # warm up every path (connections, model, rules, Redis scripts)
     for i in range(300):
@@ -134,9 +156,16 @@ def measure(channel: grpc.Channel, redis_url: str, customers: list[str], calls: 
     for in_flight in (1, 2, 8):
         rpc = run(lambda i: check(empty, timeout=5), calls, in_flight)
         get = run(lambda i: client.get("bench:1kb"), calls, in_flight)
-        fresh = [pb.DecideRequest(customer_id=r.customer_id, touchpoint=r.touchpoint, context=r.context,
-                                  request_id=f"{r.request_id}-{in_flight}") for r in requests]
-        dec = run(lambda i: decide(fresh[i], timeout=5), calls, in_flight)
+        fresh = [
+            pb.DecideRequest(
+                customer_id=r.customer_id,
+                touchpoint=r.touchpoint,
+                context=r.context,
+                request_id=f"{r.request_id}-{in_flight}",
+            )
+            for r in requests
+        ]
+        dec = run(lambda i, fresh=fresh: decide(fresh[i], timeout=5), calls, in_flight)
         rows.append((in_flight, rpc, get, dec))
     client.close()
     return rows

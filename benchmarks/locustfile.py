@@ -19,8 +19,15 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from training.population import PERSONAS
 
-TOUCHPOINTS = [pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR, pb.BRANCH_TELLER, pb.CONTACT_CENTER, pb.WEB,
-               pb.MOBILE_APP]
+TOUCHPOINTS = [
+    pb.CHECKIN_KIOSK,
+    pb.CHECKIN_AGENT,
+    pb.IVR,
+    pb.BRANCH_TELLER,
+    pb.CONTACT_CENTER,
+    pb.WEB,
+    pb.MOBILE_APP,
+]
 
 
 class DecisionUser(User):
@@ -44,8 +51,12 @@ class DecisionUser(User):
         except grpc.RpcError as exc:
             error = exc
         self.environment.events.request.fire(
-            request_type="grpc", name=name, response_time=(time.perf_counter() - started) * 1000,
-            response_length=reply.ByteSize() if reply is not None else 0, exception=error, context={},
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=reply.ByteSize() if reply is not None else 0,
+            exception=error,
+            context={},
         )
         return reply
 
@@ -60,5 +71,10 @@ class DecisionUser(User):
         reply = self._call("Decide", self.stub.Decide, request)
         if reply is not None and reply.actions and random.random() < 0.2:
             outcome = random.choice([pb.ACCEPTED, pb.DECLINED, pb.IGNORED])
-            self._call("RecordOutcome", self.stub.RecordOutcome, pb.RecordOutcomeRequest(
-                decision_id=reply.decision_id, action_id=reply.actions[0].action_id, outcome=outcome))
+            self._call(
+                "RecordOutcome",
+                self.stub.RecordOutcome,
+                pb.RecordOutcomeRequest(
+                    decision_id=reply.decision_id, action_id=reply.actions[0].action_id, outcome=outcome
+                ),
+            )

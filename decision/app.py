@@ -84,9 +84,7 @@ class Service:
             config = store_config(settings, redis_url)
             client = connect(config)
             flow = build_flow(settings, client, config)
-            servicer = DecisionServicer(
-                flow, settings.max_context_entries, flow.catalogue.default_max_actions
-            )
+            servicer = DecisionServicer(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
             server = GrpcServer(servicer, settings.host, settings.port, settings.workers)
             server.start()
         except BaseException:
@@ -98,6 +96,7 @@ class Service:
 
     def stop(self) -> None:
         self.grpc.stop()
+        self.flow.decision_log.close()
         self.client.close()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from decision.catalogue import Action
 
 
@@ -25,7 +27,7 @@ def priority(action: Action, propensity: float, boost: float) -> float:
 
 def arbitrate(
     actions: Sequence[Action],
-    propensities: Sequence[float],
+    propensities: Sequence[float] | np.ndarray,
     mandatory: set[str],
     boosts: Mapping[str, float],
     max_actions: int | None = None,

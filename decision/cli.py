@@ -103,9 +103,11 @@ def _demo(args: argparse.Namespace) -> int:
         for title, customer, touchpoint, context in EXAMPLES:
             extra = f" --context {' '.join(context)}" if context else ""
             print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
-        print(f"  # any gRPC client can discover the API (server reflection):\n"
-              f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
-              flush=True)
+        print(
+            f"  # any gRPC client can discover the API (server reflection):\n"
+            f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
+            flush=True,
+        )
         _wait_for_signal()
     return 0
 
@@ -119,8 +121,11 @@ def _decide(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"--context: expected KEY=VALUE; got {item!r}")
         context[key] = value
     request = pb.DecideRequest(
-        customer_id=args.customer, touchpoint=int(touchpoint), context=context,
-        request_id=args.request_id, max_actions=args.max_actions,
+        customer_id=args.customer,
+        touchpoint=pb.Touchpoint.Value(touchpoint.name),
+        context=context,
+        request_id=args.request_id,
+        max_actions=args.max_actions,
     )
     with grpc.insecure_channel(args.target) as channel:
         try:
@@ -183,12 +188,16 @@ def _incident(args: argparse.Namespace) -> int:
     config = RedisStoreConfig(url=args.redis_url, timeout_ms=5000)
     store = RedisOnlineStore(connect(config), config)
     now = time.time()
-    store.update(args.customer, {
-        "last_incident_type": args.type,
-        "last_incident": repr(now),
-        "last_incident_flight": args.flight,
-        "last_incident_long_haul": "1" if args.long_haul else "0",
-    }, at=now)
+    store.update(
+        args.customer,
+        {
+            "last_incident_type": args.type,
+            "last_incident": repr(now),
+            "last_incident_flight": args.flight,
+            "last_incident_long_haul": "1" if args.long_haul else "0",
+        },
+        at=now,
+    )
     print(f"incident {args.type} recorded for {args.customer}")
     return 0
 

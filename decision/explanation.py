@@ -96,8 +96,9 @@ class Narrator:
         parts = [] if delivery == "agent" else [greeting]
         parts.append(messages[0])
         if delivery == "agent":
-            parts.append(self._text("why", language).format(reason=self._reason(ranked[0], reasons, features,
-                                                                                 fields, language)))
+            parts.append(
+                self._text("why", language).format(reason=self._reason(ranked[0], reasons, features, fields, language))
+            )
             for key, section in (("problem", "open_problem"), ("application", "pending_application")):
                 if fields.get(key):
                     parts.append(self._text("continuity", language, section).format_map(fields))
@@ -114,8 +115,8 @@ class Narrator:
         for code in reasons.get(top.action.action_id, ()):
             if code in self.texts["reasons"]:
                 return self._text("reasons", language, code).format_map(fields)
-        labels = "、".join(f.label for f in features) if language.startswith("zh") else ", ".join(
-            f.label for f in features
+        labels = (
+            "、".join(f.label for f in features) if language.startswith("zh") else ", ".join(f.label for f in features)
         )
         filled = _Blank(fields)
         filled["features"] = labels or top.action.title(language)

@@ -28,11 +28,17 @@ from decision.domain import (
     RankedAction,
     Suppression,
 )
-from decision.eligibility import Eligible, EligibilityPolicy, rules_fact
+from decision.eligibility import EligibilityPolicy, Eligible, rules_fact
 from decision.errors import InvalidArgument, NotFound, Unavailable
 from decision.explanation import Narrator
 from decision.scoring import Scorer
-from decision.side_effects import CapacityClaim, DecisionLog, DecisionLogUnavailable, DecisionNotFound
+from decision.side_effects import (
+    CapacityClaim,
+    DecisionLog,
+    DecisionLogUnavailable,
+    DecisionNotFound,
+    decision_from_json,
+)
 from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.schema import FeatureSchema
 
@@ -81,14 +87,19 @@ class DecisionFlow:
         now = self.clock()
         degraded: dict[str, str] = {}
 
-        # 1. Features: the profile and contact history, in one round trip.
+        # 0. A retry of a request already decided gets that decision back (and nothing happens twice).
+        if request.request_id and (earlier := self.decision_log.pending(request.request_id)) is not None:
+            return earlier
+
+        # 1. Features: the profile and contact history (and a retry's earlier decision), in one round trip.
         record = self._read_features(request, degraded)
+        if record.also is not None:
+            return decision_from_json(record.also)
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
         freshness = self._freshness(record, now, degraded)
 
         # 2. Eligibility: catalogue applicability and the rules (one durable-rules evaluation).
-        fact = rules_fact(values, request.touchpoint, request.context, record.declines, self.action_ids,
-                          record.found)
+        fact = rules_fact(values, request.touchpoint, request.context, record.declines, self.action_ids, record.found)
         eligible = self.eligibility.evaluate(fact, request.touchpoint, dt.date.fromtimestamp(now))
 
         # 3. Scoring: every eligible candidate in one model call.
@@ -102,8 +113,20 @@ class DecisionFlow:
             # 4. Arbitration, 5. explanation.
             ranking = arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts)
             ranked = ranking[: request.max_actions]
-            decision = self._explain(request, decision_id, request_id, now, values, record.found, eligible,
-                                     ranking, ranked, freshness, degraded, unavailable)
+            decision = self._explain(
+                request,
+                decision_id,
+                request_id,
+                now,
+                values,
+                record.found,
+                eligible,
+                ranking,
+                ranked,
+                freshness,
+                degraded,
+                unavailable,
+            )
             # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
             claims = self._claims(request, ranked)
             try:
@@ -114,8 +137,7 @@ class DecisionFlow:
                 if not claims:
                     return replace(decision, **_degradation(degraded))
                 # Capacity cannot be taken safely without the log: offer what needs no stock instead.
-                self._drop(eligible, {c.action_id for c in claims}, "capacity_unavailable",
-                           unavailable)
+                self._drop(eligible, {c.action_id for c in claims}, "capacity_unavailable", unavailable)
                 propensities = self.scorer.score(values, [a.action_id for a in eligible.actions])
                 continue
             if committed.sold_out is None:
@@ -150,7 +172,8 @@ class DecisionFlow:
             degraded["feature_store_skipped"] = "too little time left before the deadline to read features"
             return CustomerRecord(found=False)
         try:
-            record = self.store.read(request.customer_id, self.clock())
+            also = self.decision_log.request_key(request.request_id) if request.request_id else None
+            record = self.store.read(request.customer_id, self.clock(), also=also)
         except FeatureStoreUnavailable as exc:
             degraded["feature_store_unavailable"] = f"decided from the request context alone: {exc}"
             return CustomerRecord(found=False)
@@ -182,8 +205,7 @@ class DecisionFlow:
                 claims.append(CapacityClaim(r.action.action_id, pool, capacity.units))
         return claims
 
-    def _drop(self, eligible: Eligible, action_ids: set[str], reason: str,
-              unavailable: list[Suppression]) -> None:
+    def _drop(self, eligible: Eligible, action_ids: set[str], reason: str, unavailable: list[Suppression]) -> None:
         eligible.actions = [a for a in eligible.actions if a.action_id not in action_ids]
         eligible.mandatory -= action_ids
         unavailable.extend(Suppression(a, reason, "capacity") for a in sorted(action_ids))
@@ -211,8 +233,7 @@ class DecisionFlow:
         if ranked and self.limits.explain_top_features:
             top = self.scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
         features = self.narrator.contributions(top, values, language, touchpoint)
-        text, messages = self.narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint,
-                                            greeting)
+        text, messages = self.narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
         actions = tuple(
             RankedAction(
                 action_id=r.action.action_id,

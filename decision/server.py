@@ -109,7 +109,9 @@ class DecisionServicer:
                 self.Decide, _lenient(pb.DecideRequest), pb.DecideResponse.SerializeToString
             ),
             "RecordOutcome": grpc.unary_unary_rpc_method_handler(
-                self.RecordOutcome, _lenient(pb.RecordOutcomeRequest), pb.RecordOutcomeResponse.SerializeToString
+                self.RecordOutcome,
+                _lenient(pb.RecordOutcomeRequest),
+                pb.RecordOutcomeResponse.SerializeToString,
             ),
         }
         return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
@@ -141,18 +143,15 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
             text=e.text,
             greeting=e.greeting,
             rules_fired=[
-                pb.RuleFired(rule_id=r.rule_id, directive=r.directive, action_id=r.action_id,
-                             reason_code=r.reason_code)
+                pb.RuleFired(rule_id=r.rule_id, directive=r.directive, action_id=r.action_id, reason_code=r.reason_code)
                 for r in e.rules_fired
             ],
             top_features=[
-                pb.FeatureContribution(feature=f.feature, label=f.label, contribution=f.contribution,
-                                       value=f.value)
+                pb.FeatureContribution(feature=f.feature, label=f.label, contribution=f.contribution, value=f.value)
                 for f in e.top_features
             ],
             suppressed=[
-                pb.Suppression(action_id=s.action_id, reason_code=s.reason_code, source=s.source)
-                for s in e.suppressed
+                pb.Suppression(action_id=s.action_id, reason_code=s.reason_code, source=s.source) for s in e.suppressed
             ],
             ranking_margin=e.ranking_margin,
         ),
@@ -160,15 +159,16 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
         rules_version=d.rules_version,
         catalogue_version=d.catalogue_version,
         features=pb.FeatureFreshness(
-            found=d.features.found, age_ms=d.features.age_ms, stale=d.features.stale,
+            found=d.features.found,
+            age_ms=d.features.age_ms,
+            stale=d.features.stale,
             max_age_ms=d.features.max_age_ms,
         ),
         degraded=d.degraded,
         degraded_reason=d.degraded_reason,
         degraded_codes=d.degraded_codes,
         follow_ups=[
-            pb.FollowUp(kind=f.kind, action_id=f.action_id, language=f.language, text=f.text)
-            for f in d.follow_ups
+            pb.FollowUp(kind=f.kind, action_id=f.action_id, language=f.language, text=f.text) for f in d.follow_ups
         ],
     )
 
@@ -176,8 +176,9 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
 class GrpcServer:
     """The gRPC server with the decision service, health checks and reflection."""
 
-    def __init__(self, servicer: DecisionServicer, host: str, port: int, workers: int,
-                 reuse_port: bool = False) -> None:
+    def __init__(
+        self, servicer: DecisionServicer, host: str, port: int, workers: int, reuse_port: bool = False
+    ) -> None:
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decide"),
             options=[
@@ -189,7 +190,11 @@ class GrpcServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             self.server,
         )
         self.port = self.server.add_insecure_port(f"{host}:{port}")

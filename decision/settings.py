@@ -14,9 +14,7 @@ from features.schema import DEFAULT_SCHEMA_PATH
 class Settings(BaseSettings):
     """Everything an operator may set. Defaults give the embedded demo set-up."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="NBA_", env_file=".env", extra="ignore", use_attribute_docstrings=True
-    )
+    model_config = SettingsConfigDict(env_prefix="NBA_", env_file=".env", extra="ignore", use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
     """Address the gRPC server binds to (0.0.0.0 to accept other machines)."""

@@ -5,6 +5,10 @@ All of a decision's writes happen in one Redis script, so they are atomic: the r
 follow-ups are appended to Redis Streams. A retry with the same request_id gets the stored decision back and
 takes nothing twice; two check-ins racing for the last seat cannot both get it.
 
+A decision that takes capacity is written before it is answered (the seat must be ours). Any other decision is
+answered first and written by a background writer a moment later, many per round trip: the caller does not
+wait for the log. Until it is written it is served from memory, to a retry of its request_id and to an outcome.
+
 Key layout (prefix "nba:" by default):
   request:{request_id}              the decision JSON, for retries              (expires with decision_ttl)
   decision:{decision_id}            the decision JSON, for outcomes             (expires with decision_ttl)
@@ -17,8 +21,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,8 @@ from decision.domain import (
     Touchpoint,
 )
 from features.redis_store import CircuitBreaker, KeyLayout
+
+log = logging.getLogger(__name__)
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -75,6 +84,18 @@ class DecisionLog(abc.ABC):
     @abc.abstractmethod
     def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
         """Store the decision and take its capacity, atomically; raise DecisionLogUnavailable on failure."""
+
+    @abc.abstractmethod
+    def request_key(self, request_id: str) -> str:
+        """The key under which a request_id's decision is kept (fetched with the features: one round trip)."""
+
+    @abc.abstractmethod
+    def pending(self, request_id: str) -> Decision | None:
+        """A decision for this request_id answered but not yet written, if any."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Write what is pending and stop."""
 
     @abc.abstractmethod
     def find(self, decision_id: str) -> Decision:
@@ -157,14 +178,48 @@ class RedisDecisionLog(DecisionLog):
         self.spool = DecisionSpool(spool_path) if spool_path else None
         # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
         self.breaker = breaker
+        self.writer = BackgroundWriter(self._write_batch)
+
+    def request_key(self, request_id: str) -> str:
+        return f"{self.prefix}request:{request_id}"
+
+    def pending(self, request_id: str) -> Decision | None:
+        return self.writer.by_request.get(request_id)
+
+    def close(self) -> None:
+        self.writer.close()
 
     def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
+        if self.breaker is not None and self.breaker.open:
+            if self.spool is not None and not claims:
+                self.spool.append(orjson.dumps(decision))  # moved to the stream once Redis is back
+            raise DecisionLogUnavailable("Redis skipped after a recent failure")
+        if not claims:
+            self.writer.submit(decision)
+            return Committed(decision)
+        keys, args = self._commit_call(decision, claims)
+        try:
+            reply = self._commit(keys=keys, args=args)
+        except (redis.RedisError, OSError) as exc:
+            if self.breaker is not None:
+                self.breaker.failed()
+            raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
+        status = int(reply[0])
+        if status == 0:
+            return Committed(decision_from_json(reply[1]), replayed=True)
+        if status == 2:
+            return Committed(decision, sold_out=claims[int(reply[1]) - 1])
+        self._replay_spool()
+        return Committed(decision)
+
+    def _commit_call(self, decision: Decision, claims: Sequence[CapacityClaim]) -> tuple[list[str], list[Any]]:
         record = orjson.dumps(decision)
         fields = stream_fields(decision, record)
-        follow_ups = [orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in
-                      decision.follow_ups]
+        follow_ups = [
+            orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups
+        ]
         keys = [
-            f"{self.prefix}request:{decision.request_id}",
+            self.request_key(decision.request_id),
             f"{self.prefix}decision:{decision.decision_id}",
             self.decisions_stream,
             self.follow_ups_stream,
@@ -172,29 +227,34 @@ class RedisDecisionLog(DecisionLog):
         ]
         args: list[Any] = [record, self.ttl_s, len(fields), *fields, len(follow_ups), *follow_ups]
         args += [c.units for c in claims]
+        return keys, args
+
+    def _write_batch(self, decisions: Sequence[Decision]) -> None:
+        """The background writer's job: one round trip for a batch; on failure the batch goes to the spool."""
+        pipe = self.client.pipeline(transaction=False)
+        for decision in decisions:
+            keys, args = self._commit_call(decision, ())
+            self._commit(keys=keys, args=args, client=pipe)
         try:
-            if self.breaker is not None and self.breaker.open:
-                raise DecisionLogUnavailable("Redis skipped after a recent failure")
-            try:
-                reply = self._commit(keys=keys, args=args)
-            except (redis.RedisError, OSError) as exc:
-                if self.breaker is not None:
-                    self.breaker.failed()
-                raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
-        except DecisionLogUnavailable:
-            if self.spool is not None and not claims:
-                self.spool.append(record)  # kept locally, moved to the stream once Redis is back
-            raise
-        status = int(reply[0])
-        if status == 0:
-            return Committed(decision_from_json(reply[1]), replayed=True)
-        if status == 2:
-            return Committed(decision, sold_out=claims[int(reply[1]) - 1])
+            pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            if self.breaker is not None:
+                self.breaker.failed()
+            log.warning("%d decisions spooled, the log is unavailable: %s", len(decisions), exc)
+            if self.spool is not None:
+                for decision in decisions:
+                    self.spool.append(orjson.dumps(decision))
+            return
+        self._replay_spool()
+
+    def _replay_spool(self) -> None:
+        """Redis answers again: move what was spooled while it was down into the stream."""
         if self.spool is not None and self.spool.pending:
             self.spool.replay(self.client, self.decisions_stream)
-        return Committed(decision)
 
     def find(self, decision_id: str) -> Decision:
+        if decision_id in self.writer.by_decision:
+            self.writer.flush()  # the outcome of a decision must find it stored
         try:
             stored = self.client.get(f"{self.prefix}decision:{decision_id}")
         except (redis.RedisError, OSError) as exc:
@@ -221,8 +281,15 @@ class RedisDecisionLog(DecisionLog):
             self.outcomes_stream,
             self.keys.declines(decision.customer_id),
         ]
-        args = [self.ttl_s, outcome.name, repr(at), self.contact_window_s,
-                f"{action_id}|{decision.decision_id}", len(fields), *fields]
+        args: list[Any] = [
+            self.ttl_s,
+            outcome.name,
+            repr(at),
+            self.contact_window_s,
+            f"{action_id}|{decision.decision_id}",
+            len(fields),
+            *fields,
+        ]
         try:
             reply = self._outcome(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
@@ -230,6 +297,64 @@ class RedisDecisionLog(DecisionLog):
         if int(reply[0]) == -1:
             raise DecisionNotFound(decision.decision_id)
         return OutcomeReceipt(outcome_id=str(reply[1]), duplicate=int(reply[0]) == 0)
+
+
+class BackgroundWriter:
+    """Writes decisions off the request path, in batches; keeps them findable in memory until written."""
+
+    def __init__(self, write: Callable[[Sequence[Decision]], None], max_batch: int = 256) -> None:
+        self.write = write
+        self.max_batch = max_batch
+        self.by_request: dict[str, Decision] = {}
+        self.by_decision: dict[str, Decision] = {}
+        self._queue: deque[Decision] = deque()
+        self._wake = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, decision: Decision) -> None:
+        with self._wake:
+            self.by_request[decision.request_id] = decision
+            self.by_decision[decision.decision_id] = decision
+            self._queue.append(decision)
+            self._wake.notify()
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until everything submitted so far is written (or spooled)."""
+        deadline = time.monotonic() + timeout_s
+        with self._wake:
+            while (self._queue or self._busy) and time.monotonic() < deadline:
+                self._wake.wait(0.01)
+
+    def close(self) -> None:
+        self.flush()
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed and not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                self._busy = True
+            try:
+                self.write(batch)
+            except Exception:  # the writer must outlive any one batch
+                log.exception("decision log batch failed")
+            finally:
+                with self._wake:
+                    for decision in batch:
+                        self.by_request.pop(decision.request_id, None)
+                        self.by_decision.pop(decision.decision_id, None)
+                    self._busy = False
+                    self._wake.notify_all()
 
 
 def stream_fields(decision: Decision, record: bytes) -> list[Any]:
@@ -274,8 +399,7 @@ class DecisionSpool:
             lines = [line for line in self.path.read_bytes().splitlines() if line.strip()]
             pipe = client.pipeline(transaction=True)
             for line in lines:
-                pipe.xadd(stream, dict(zip(*[iter(stream_fields(decision_from_json(line), line))] * 2,
-                                           strict=True)))
+                pipe.xadd(stream, dict(zip(*[iter(stream_fields(decision_from_json(line), line))] * 2, strict=True)))
             pipe.execute()
             self.path.write_bytes(b"")
             return len(lines)
@@ -311,4 +435,3 @@ def decision_from_json(data: bytes | str) -> Decision:
         decided_at_ms=d["decided_at_ms"],
         candidates={k: (v[0], v[1]) for k, v in d["candidates"].items()},
     )
-

@@ -64,13 +64,17 @@ def context(value: Mapping[str, str], max_entries: int) -> dict[str, str]:
 
 def request_id(value: str) -> str:
     if value and not REQUEST_ID.fullmatch(value):
-        raise InvalidArgument("request_id: must be 1-128 printable ASCII characters without spaces; got " + _shown(value))
+        raise InvalidArgument(
+            "request_id: must be 1-128 printable ASCII characters without spaces; got " + _shown(value)
+        )
     return value
 
 
 def max_actions(value: int, default: int) -> int:
     if value < 0 or value > MAX_ACTIONS:
-        raise InvalidArgument(f"max_actions: must be between 0 and {MAX_ACTIONS} (0 = the default {default}); got {value}")
+        raise InvalidArgument(
+            f"max_actions: must be between 0 and {MAX_ACTIONS} (0 = the default {default}); got {value}"
+        )
     return value or default
 
 
@@ -82,7 +86,9 @@ def decision_id(value: str) -> str:
 
 def action_id(value: str, accepted: list[str]) -> str:
     if value not in accepted:
-        raise InvalidArgument(f"action_id: must be one of this decision's actions ({', '.join(accepted) or 'none'}); got {_shown(value)}")
+        raise InvalidArgument(
+            f"action_id: must be one of this decision's actions ({', '.join(accepted) or 'none'}); got {_shown(value)}"
+        )
     return value
 
 

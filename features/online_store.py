@@ -25,14 +25,20 @@ class CustomerRecord:
     written_at: float | None = None
     # Declines per action inside the contact-policy window (only actions with at least one decline).
     declines: Mapping[str, int] = field(default_factory=dict)
+    # The value of the extra key asked for with ``read(..., also=key)``, None when absent.
+    also: str | None = None
 
 
 class OnlineStore(abc.ABC):
     """Customer features for real-time decisions."""
 
     @abc.abstractmethod
-    def read(self, customer_id: str, now: float) -> CustomerRecord:
-        """The customer's profile and contact history, in one round trip."""
+    def read(self, customer_id: str, now: float, also: str | None = None) -> CustomerRecord:
+        """The customer's profile and contact history, in one round trip.
+
+        ``also`` names one more key of the same backend to fetch in that round trip (the decision log's record
+        of a request_id, so a retry is recognised without a second round trip).
+        """
 
     @abc.abstractmethod
     def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:

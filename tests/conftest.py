@@ -76,6 +76,7 @@ def service(
 ) -> Iterator[Service]:
     """The real service: gRPC on a free port over the shared Redis."""
     from decision.app import Service
+
     settings = service_settings(loaded_redis.url, demo_model_dir, tmp_path_factory.mktemp("data"))
     with Service.start(settings) as running:
         yield running

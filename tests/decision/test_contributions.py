@@ -69,9 +69,7 @@ def _labels(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
 def _train(num_rounds: int, init_model: lightgbm.Booster | None = None, **params: object) -> lightgbm.Booster:
     rng = np.random.default_rng(11)
     rows = _customers(rng, 3000)
-    data = lightgbm.Dataset(
-        rows, _labels(rng, rows), feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL
-    )
+    data = lightgbm.Dataset(rows, _labels(rng, rows), feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL)
     return lightgbm.train({**TRAIN_PARAMS, **params}, data, num_rounds, init_model=init_model)
 
 
@@ -110,9 +108,7 @@ def _with_constant_first_tree() -> lightgbm.Booster:
 
 # Models that reach every kind of split LightGBM makes and every model shape the explainer accepts.
 MODEL_BUILDERS: dict[str, Callable[[], lightgbm.Booster]] = {
-    "nan_and_none_missing": lambda: _train(
-        120, num_leaves=15, min_data_in_leaf=10, cat_smooth=1, min_data_per_group=5
-    ),
+    "nan_and_none_missing": lambda: _train(120, num_leaves=15, min_data_in_leaf=10, cat_smooth=1, min_data_per_group=5),
     "zero_as_missing": lambda: _train(60, num_leaves=15, zero_as_missing=True),
     "random_forest": lambda: _train(50, boosting="rf", bagging_fraction=0.7, bagging_freq=1, num_leaves=15),
     "constant_first_tree": _with_constant_first_tree,
@@ -189,9 +185,7 @@ def test_explain_leaves_matches_explain(model: Model, data: st.DataObject) -> No
 
 @given(data=st.data())
 @PROPERTY_SETTINGS
-def test_treeshap_and_saabas_explain_the_same_score_from_the_same_bias(
-    model: Model, data: st.DataObject
-) -> None:
+def test_treeshap_and_saabas_explain_the_same_score_from_the_same_bias(model: Model, data: st.DataObject) -> None:
     row = data.draw(_rows(model.thresholds))
     shap = model.booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1)[0]
     raw = float(model.booster.predict(row.reshape(1, -1), raw_score=True, num_threads=1)[0])
@@ -222,9 +216,7 @@ def test_a_stump_is_explained_exactly_as_treeshap_does(informative: str) -> None
     rng = np.random.default_rng(5)
     rows = _customers(rng, 2000)
     feature = 0 if informative == "categorical" else 3
-    signal = (
-        np.isin(rows[:, 0], [1, 3, 5]) if informative == "categorical" else np.nan_to_num(rows[:, 3]) > 0.2
-    )
+    signal = np.isin(rows[:, 0], [1, 3, 5]) if informative == "categorical" else np.nan_to_num(rows[:, 3]) > 0.2
     labels = (rng.random(len(rows)) < np.where(signal, 0.8, 0.3)).astype(int)
     data = lightgbm.Dataset(rows, labels, feature_name=FEATURE_NAMES, categorical_feature=CATEGORICAL)
     # lambda_l2 > 0 makes the root's Newton step differ from the leaves' mean: the bias must not depend on it.
@@ -234,9 +226,7 @@ def test_a_stump_is_explained_exactly_as_treeshap_does(informative: str) -> None
     assert model["tree_info"][0]["tree_structure"]["split_feature"] == feature
 
     explainer = PathContributions(stump)
-    probes = np.vstack(
-        [_customers(np.random.default_rng(6), 200), [[np.nan] * N_FEATURES, [-1.0] * N_FEATURES]]
-    )
+    probes = np.vstack([_customers(np.random.default_rng(6), 200), [[np.nan] * N_FEATURES, [-1.0] * N_FEATURES]])
     shap = stump.predict(probes, pred_contrib=True, num_threads=1)
     for row, expected in zip(probes, shap, strict=True):
         np.testing.assert_allclose(explainer.explain(row), expected[:-1], rtol=0, atol=1e-12)

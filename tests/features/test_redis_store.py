@@ -65,8 +65,15 @@ def test_real_time_update_keeps_the_batch_time(store: RedisOnlineStore) -> None:
 def test_declines_are_counted_per_action_inside_the_window(store: RedisOnlineStore) -> None:
     now = time.time()
     key = store.keys.declines("d1")
-    store.client.zadd(key, {"lounge_pass|a": now - 40 * 86_400, "lounge_pass|b": now - 86_400,
-                            "lounge_pass|c": now - 60, "extra_bag|d": now - 60})
+    store.client.zadd(
+        key,
+        {
+            "lounge_pass|a": now - 40 * 86_400,
+            "lounge_pass|b": now - 86_400,
+            "lounge_pass|c": now - 60,
+            "extra_bag|d": now - 60,
+        },
+    )
     assert store.read("d1", now).declines == {"lounge_pass": 2, "extra_bag": 1}
 
 

@@ -12,8 +12,15 @@ def test_typed_values_from_stored_text() -> None:
     schema = FeatureSchema.load()
     now = 1_000_000_000.0
     values = schema.parse(
-        {"tier": "gold", "predicted_ltv": "1234.5", "age": "41", "in_arrears": "1",
-         "last_incident": repr(now - 10 * 86_400), "first_language": "klingon", "tenure_years": "nan"},
+        {
+            "tier": "gold",
+            "predicted_ltv": "1234.5",
+            "age": "41",
+            "in_arrears": "1",
+            "last_incident": repr(now - 10 * 86_400),
+            "first_language": "klingon",
+            "tenure_years": "nan",
+        },
         now,
     )
     assert values["tier"] == "gold" and values["predicted_ltv"] == 1234.5 and values["age"] == 41

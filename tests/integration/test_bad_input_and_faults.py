@@ -65,8 +65,11 @@ def test_oversized_or_malformed_context(stub, context, text):
 def test_non_utf8_context_value_is_named(channel):
     valid = pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB, context={"flight": "AZ610"})
     raw = valid.SerializeToString().replace(b"AZ610", b"AZ\xff10")
-    call = channel.unary_unary("/nba.v1.DecisionService/Decide", request_serializer=None,
-                               response_deserializer=pb.DecideResponse.FromString)
+    call = channel.unary_unary(
+        "/nba.v1.DecisionService/Decide",
+        request_serializer=None,
+        response_deserializer=pb.DecideResponse.FromString,
+    )
     with pytest.raises(grpc.RpcError) as caught:
         call(raw, timeout=5)
     assert caught.value.code() == INVALID
@@ -97,8 +100,9 @@ def test_health_and_reflection(channel):
 @pytest.fixture()
 def own_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
     server = RedisServer(tmp_path / "redis").start()
-    settings = service_settings(server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=50,
-                                redis_retry_after_ms=200)
+    settings = service_settings(
+        server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=50, redis_retry_after_ms=200
+    )
     service = Service.start(settings)
     store = service.flow.store
     assert isinstance(store, RedisOnlineStore)
@@ -114,14 +118,18 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
     service, server = own_service
     with grpc.insecure_channel(service.grpc.target) as channel:
         stub = pb_grpc.DecisionServiceStub(channel)
-        before = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK,
-                                              context={"flight": "AZ1"}), timeout=5)
+        before = stub.Decide(
+            pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK, context={"flight": "AZ1"}),
+            timeout=5,
+        )
         assert not before.degraded
         server.stop()
 
         started = time.monotonic()
-        reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK,
-                                             context={"flight": "AZ1"}), timeout=0.5)
+        reply = stub.Decide(
+            pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK, context={"flight": "AZ1"}),
+            timeout=0.5,
+        )
         assert time.monotonic() - started < 0.5
         assert reply.degraded and "feature_store_unavailable" in reply.degraded_codes
         assert "decision_log_unavailable" in reply.degraded_codes
@@ -129,9 +137,12 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
         assert "upgrade_first_class" not in [a.action_id for a in reply.actions]  # no seat taken blind
 
         with pytest.raises(grpc.RpcError) as caught:
-            stub.RecordOutcome(pb.RecordOutcomeRequest(decision_id=before.decision_id,
-                                                       action_id=before.actions[0].action_id,
-                                                       outcome=pb.ACCEPTED), timeout=2)
+            stub.RecordOutcome(
+                pb.RecordOutcomeRequest(
+                    decision_id=before.decision_id, action_id=before.actions[0].action_id, outcome=pb.ACCEPTED
+                ),
+                timeout=2,
+            )
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
         # Redis comes back on the same port with its append-only file: service resumes, spool is replayed.
@@ -139,18 +150,26 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
         time.sleep(0.3)  # past redis_retry_after_ms
         deadline = time.monotonic() + 5
         while True:
-            again = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK,
-                                                 context={"flight": "AZ2"}), timeout=2)
+            again = stub.Decide(
+                pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK, context={"flight": "AZ2"}),
+                timeout=2,
+            )
             if not again.degraded or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert not again.degraded, again.degraded_reason
         client = redis.Redis.from_url(server.url, decode_responses=True)
-        logged = {f["decision_id"] for _, f in client.xrange("nba:log:decisions")}
-        assert {before.decision_id, reply.decision_id, again.decision_id} <= logged
-        receipt = stub.RecordOutcome(pb.RecordOutcomeRequest(decision_id=before.decision_id,
-                                                             action_id=before.actions[0].action_id,
-                                                             outcome=pb.ACCEPTED), timeout=2)
+        expected = {before.decision_id, reply.decision_id, again.decision_id}
+        deadline = time.monotonic() + 3  # decisions are logged a moment after they are answered
+        while not expected <= (logged := {f["decision_id"] for _, f in client.xrange("nba:log:decisions")}):
+            assert time.monotonic() < deadline, f"never logged: {expected - logged}"
+            time.sleep(0.05)
+        receipt = stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                decision_id=before.decision_id, action_id=before.actions[0].action_id, outcome=pb.ACCEPTED
+            ),
+            timeout=2,
+        )
         assert receipt.outcome_id
         client.close()
 
@@ -166,8 +185,10 @@ def test_slow_redis_degrades_instead_of_waiting(own_service):
         time.sleep(0.1)
         started = time.monotonic()
         replies = [
-            stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB,
-                                         request_id=uuid.uuid4().hex), timeout=0.3)
+            stub.Decide(
+                pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB, request_id=uuid.uuid4().hex),
+                timeout=0.3,
+            )
             for _ in range(5)
         ]
         elapsed = time.monotonic() - started

@@ -16,8 +16,9 @@ from features.redis_store import RedisOnlineStore
 
 
 def decide(stub: pb_grpc.DecisionServiceStub, customer: str, touchpoint: int, **context: str) -> pb.DecideResponse:
-    request = pb.DecideRequest(customer_id=customer, touchpoint=touchpoint, context=context,
-                               request_id=uuid.uuid4().hex)
+    request = pb.DecideRequest(
+        customer_id=customer, touchpoint=touchpoint, context=context, request_id=uuid.uuid4().hex
+    )
     return stub.Decide(request, timeout=5)
 
 
@@ -121,14 +122,33 @@ def test_an_incident_reported_now_is_seen_by_the_next_decision(stub, service: Se
     assert isinstance(store, RedisOnlineStore)
     customer = f"rt-{uuid.uuid4().hex[:8]}"
     now = time.time()
-    store.write_profiles([{"customer_id": customer, "domain": "airline", "tier": "gold",
-                           "predicted_ltv": "9000", "last_name": "Rossi", "title": "Mr"}], written_at=now)
+    store.write_profiles(
+        [
+            {
+                "customer_id": customer,
+                "domain": "airline",
+                "tier": "gold",
+                "predicted_ltv": "9000",
+                "last_name": "Rossi",
+                "title": "Mr",
+            }
+        ],
+        written_at=now,
+    )
     flight = fresh_flight()
     before = decide(stub, customer, pb.CHECKIN_AGENT, flight=flight)
     assert "upgrade_first_class" not in [a.action_id for a in before.actions]
 
-    store.update(customer, {"last_incident_type": "ife_broken", "last_incident": repr(now - 3600),
-                            "last_incident_flight": "AZ777", "last_incident_long_haul": "1"}, at=time.time())
+    store.update(
+        customer,
+        {
+            "last_incident_type": "ife_broken",
+            "last_incident": repr(now - 3600),
+            "last_incident_flight": "AZ777",
+            "last_incident_long_haul": "1",
+        },
+        at=time.time(),
+    )
     after = decide(stub, customer, pb.CHECKIN_AGENT, flight=flight)
     assert after.actions[0].action_id == "upgrade_first_class" and after.actions[0].mandatory
     assert "AZ777" in after.follow_ups[0].text
@@ -153,8 +173,12 @@ def test_stale_profile_is_reported(stub, service: Service):
 
 
 def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub):
-    request = pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_AGENT,
-                               context={"flight": fresh_flight()}, max_actions=20)
+    request = pb.DecideRequest(
+        customer_id="demo-ife-gold",
+        touchpoint=pb.CHECKIN_AGENT,
+        context={"flight": fresh_flight()},
+        max_actions=20,
+    )
     first = stub.Decide(request, timeout=5)
     second = stub.Decide(request, timeout=5)
     mandatory = [a.mandatory for a in first.actions]
@@ -169,8 +193,12 @@ def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub):
 
 
 def test_max_actions_limits_the_answer(stub):
-    request = pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.CHECKIN_AGENT,
-                               context={"flight": fresh_flight()}, max_actions=1)
+    request = pb.DecideRequest(
+        customer_id="demo-italian",
+        touchpoint=pb.CHECKIN_AGENT,
+        context={"flight": fresh_flight()},
+        max_actions=1,
+    )
     assert len(stub.Decide(request, timeout=5).actions) == 1
     request.max_actions = 0
     assert len(stub.Decide(request, timeout=5).actions) == 3  # the catalogue's default

@@ -22,9 +22,19 @@ def recovery_passengers(service: Service, count: int) -> list[str]:
     now = time.time()
     ids = [f"ife-{uuid.uuid4().hex[:10]}" for _ in range(count)]
     store.write_profiles(
-        [{"customer_id": c, "domain": "airline", "tier": "gold", "predicted_ltv": "15000",
-          "last_incident_type": "ife_broken", "last_incident": repr(now - 5 * 86_400),
-          "last_incident_flight": "AZ611", "last_incident_long_haul": "1"} for c in ids],
+        [
+            {
+                "customer_id": c,
+                "domain": "airline",
+                "tier": "gold",
+                "predicted_ltv": "15000",
+                "last_incident_type": "ife_broken",
+                "last_incident": repr(now - 5 * 86_400),
+                "last_incident_flight": "AZ611",
+                "last_incident_long_haul": "1",
+            }
+            for c in ids
+        ],
         written_at=now,
     )
     return ids
@@ -32,15 +42,20 @@ def recovery_passengers(service: Service, count: int) -> list[str]:
 
 def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_one_seat(stub, redis_client):
     flight = fresh_flight()
-    request = pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK,
-                               context={"flight": flight}, request_id=f"kiosk-7-{uuid.uuid4().hex}")
+    request = pb.DecideRequest(
+        customer_id="demo-ife-gold",
+        touchpoint=pb.CHECKIN_KIOSK,
+        context={"flight": flight},
+        request_id=f"kiosk-7-{uuid.uuid4().hex}",
+    )
     first = stub.Decide(request, timeout=5)
     retries = [stub.Decide(request, timeout=5) for _ in range(3)]
     assert {r.decision_id for r in retries} == {first.decision_id}
     assert all(r == first for r in retries)
     assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}")) == 1  # 2 seats, one taken
-    logged = [f for _, f in redis_client.xrevrange("nba:log:decisions", count=1000)
-              if f["request_id"] == request.request_id]
+    logged = [
+        f for _, f in redis_client.xrevrange("nba:log:decisions", count=1000) if f["request_id"] == request.request_id
+    ]
     assert len(logged) == 1
 
 
@@ -49,9 +64,16 @@ def test_concurrent_check_ins_never_oversell_the_last_upgrade_seats(stub, servic
     passengers = recovery_passengers(service, 8)
 
     def check_in(customer: str) -> pb.DecideResponse:
-        return stub.Decide(pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_KIOSK,
-                                            context={"flight": flight}, request_id=uuid.uuid4().hex,
-                                            max_actions=20), timeout=10)
+        return stub.Decide(
+            pb.DecideRequest(
+                customer_id=customer,
+                touchpoint=pb.CHECKIN_KIOSK,
+                context={"flight": flight},
+                request_id=uuid.uuid4().hex,
+                max_actions=20,
+            ),
+            timeout=10,
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         replies = list(pool.map(check_in, passengers))
@@ -61,21 +83,25 @@ def test_concurrent_check_ins_never_oversell_the_last_upgrade_seats(stub, servic
     for reply in replies:
         if reply not in upgraded:
             assert ("upgrade_first_class", "capacity_exhausted") in {
-                (s.action_id, s.reason_code) for s in reply.explanation.suppressed}
+                (s.action_id, s.reason_code) for s in reply.explanation.suppressed
+            }
             assert "bonus_points_recovery" in [a.action_id for a in reply.actions]  # a recovery still offered
             assert not reply.follow_ups  # no letter confirming an upgrade that did not happen
 
 
 def test_outcomes_are_stored_once_and_logged(stub, redis_client):
-    reply = stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.CHECKIN_AGENT,
-                                         context={"flight": fresh_flight()}), timeout=5)
+    reply = stub.Decide(
+        pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.CHECKIN_AGENT, context={"flight": fresh_flight()}),
+        timeout=5,
+    )
     action = reply.actions[0].action_id
     request = pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action, outcome=pb.ACCEPTED)
     first = stub.RecordOutcome(request, timeout=5)
     again = stub.RecordOutcome(request, timeout=5)
     assert not first.duplicate and again.duplicate and again.outcome_id == first.outcome_id
-    entries = [f for _, f in redis_client.xrevrange("nba:log:outcomes", count=1000)
-               if f["decision_id"] == reply.decision_id]
+    entries = [
+        f for _, f in redis_client.xrevrange("nba:log:outcomes", count=1000) if f["decision_id"] == reply.decision_id
+    ]
     assert len(entries) == 1
     assert entries[0]["outcome"] == "ACCEPTED" and entries[0]["action_id"] == action
     assert entries[0]["model_version"] == reply.model_version
@@ -86,34 +112,52 @@ def test_an_offer_declined_twice_in_30_days_is_suppressed(stub, service):
     store = service.flow.store
     assert isinstance(store, RedisOnlineStore)
     customer = f"decliner-{uuid.uuid4().hex[:8]}"
-    store.write_profiles([{"customer_id": customer, "domain": "airline", "tier": "gold",
-                           "lounge_visits_12m": "12"}], written_at=time.time())
+    store.write_profiles(
+        [{"customer_id": customer, "domain": "airline", "tier": "gold", "lounge_visits_12m": "12"}],
+        written_at=time.time(),
+    )
 
     def ask() -> pb.DecideResponse:
-        return stub.Decide(pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_AGENT,
-                                            context={"flight": fresh_flight()}, max_actions=20), timeout=5)
+        return stub.Decide(
+            pb.DecideRequest(
+                customer_id=customer,
+                touchpoint=pb.CHECKIN_AGENT,
+                context={"flight": fresh_flight()},
+                max_actions=20,
+            ),
+            timeout=5,
+        )
 
     for _ in range(2):
         reply = ask()
         assert "lounge_pass" in [a.action_id for a in reply.actions]
-        stub.RecordOutcome(pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id="lounge_pass",
-                                                   outcome=pb.DECLINED), timeout=5)
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id="lounge_pass", outcome=pb.DECLINED),
+            timeout=5,
+        )
     third = ask()
     assert "lounge_pass" not in [a.action_id for a in third.actions]
-    assert ("lounge_pass", "declined_twice_30d") in {
-        (s.action_id, s.reason_code) for s in third.explanation.suppressed}
+    assert ("lounge_pass", "declined_twice_30d") in {(s.action_id, s.reason_code) for s in third.explanation.suppressed}
 
 
 def test_mandatory_service_recovery_bypasses_the_contact_policy(stub, service):
     customer = recovery_passengers(service, 1)[0]
     for _ in range(2):
-        reply = stub.Decide(pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_AGENT,
-                                             context={"flight": fresh_flight()}), timeout=5)
+        reply = stub.Decide(
+            pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_AGENT, context={"flight": fresh_flight()}),
+            timeout=5,
+        )
         assert reply.actions[0].action_id == "upgrade_first_class"
-        stub.RecordOutcome(pb.RecordOutcomeRequest(decision_id=reply.decision_id,
-                                                   action_id="upgrade_first_class", outcome=pb.DECLINED), timeout=5)
-    third = stub.Decide(pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_AGENT,
-                                         context={"flight": fresh_flight()}), timeout=5)
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                decision_id=reply.decision_id, action_id="upgrade_first_class", outcome=pb.DECLINED
+            ),
+            timeout=5,
+        )
+    third = stub.Decide(
+        pb.DecideRequest(customer_id=customer, touchpoint=pb.CHECKIN_AGENT, context={"flight": fresh_flight()}),
+        timeout=5,
+    )
     assert third.actions[0].action_id == "upgrade_first_class" and third.actions[0].mandatory
 
 
@@ -123,14 +167,19 @@ def test_mandatory_service_recovery_bypasses_the_contact_policy(stub, service):
         ({"decision_id": "not-a-decision"}, grpc.StatusCode.INVALID_ARGUMENT, "decision_id"),
         ({"decision_id": "0" * 32}, grpc.StatusCode.NOT_FOUND, "decision_id"),
         ({"action_id": "no_such_action"}, grpc.StatusCode.INVALID_ARGUMENT, "action_id"),
-        ({"outcome": pb.OUTCOME_UNSPECIFIED}, grpc.StatusCode.INVALID_ARGUMENT, "outcome: must be one of ACCEPTED"),
+        (
+            {"outcome": pb.OUTCOME_UNSPECIFIED},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "outcome: must be one of ACCEPTED",
+        ),
         ({"outcome": 42}, grpc.StatusCode.INVALID_ARGUMENT, "outcome"),
     ],
 )
 def test_bad_outcomes_are_refused_naming_the_field(stub, change, code, text):
     reply = stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB), timeout=5)
-    request = pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=reply.actions[0].action_id,
-                                      outcome=pb.ACCEPTED)
+    request = pb.RecordOutcomeRequest(
+        decision_id=reply.decision_id, action_id=reply.actions[0].action_id, outcome=pb.ACCEPTED
+    )
     for key, value in change.items():
         setattr(request, key, value)
     with pytest.raises(grpc.RpcError) as caught:
