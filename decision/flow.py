@@ -10,6 +10,7 @@ the schema's defaults and flagged degraded; only outcomes, which the caller must
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 import uuid
@@ -87,12 +88,13 @@ class DecisionFlow:
         now = self.clock()
         degraded: dict[str, str] = {}
 
-        # 0. A retry of a request already decided gets that decision back (and nothing happens twice).
-        if request.request_id and (earlier := self.decision_log.pending(request.request_id)) is not None:
+        # 0. A retry names the same decision: answered from memory if not yet written, else from Redis below.
+        decision_id = decision_id_for(request)
+        if (earlier := self.decision_log.pending(decision_id)) is not None:
             return earlier
 
-        # 1. Features: the profile and contact history (and a retry's earlier decision), in one round trip.
-        record = self._read_features(request, degraded)
+        # 1. Features: the profile and contact history (and a retry's stored decision), in one round trip.
+        record = self._read_features(request, decision_id, degraded)
         if record.also is not None:
             return decision_from_json(record.also)
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
@@ -106,8 +108,8 @@ class DecisionFlow:
         candidate_ids = [a.action_id for a in eligible.actions]
         propensities = self.scorer.score(values, candidate_ids)
 
-        decision_id = uuid.uuid4().hex
         request_id = request.request_id or f"auto-{decision_id}"
+        inputs = {"features": dict(record.raw), "context": dict(request.context)}
         unavailable: list[Suppression] = []
         while True:
             # 4. Arbitration, 5. explanation.
@@ -130,7 +132,7 @@ class DecisionFlow:
             # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
             claims = self._claims(request, ranked)
             try:
-                committed = self.decision_log.commit(decision, claims)
+                committed = self.decision_log.commit(decision, claims, inputs)
             except DecisionLogUnavailable as exc:
                 log.warning("decision %s not logged: %s", decision_id, exc)
                 degraded.setdefault("decision_log_unavailable", "the decision log is unavailable")
@@ -167,12 +169,12 @@ class DecisionFlow:
 
     # -- stages --------------------------------------------------------------------------------------------
 
-    def _read_features(self, request: DecisionRequest, degraded: dict[str, str]) -> CustomerRecord:
+    def _read_features(self, request: DecisionRequest, decision_id: str, degraded: dict[str, str]) -> CustomerRecord:
         if request.deadline is not None and request.deadline - time.monotonic() < self.limits.store_timeout_s:
             degraded["feature_store_skipped"] = "too little time left before the deadline to read features"
             return CustomerRecord(found=False)
         try:
-            also = self.decision_log.request_key(request.request_id) if request.request_id else None
+            also = self.decision_log.decision_key(decision_id) if request.request_id else None
             record = self.store.read(request.customer_id, self.clock(), also=also)
         except FeatureStoreUnavailable as exc:
             degraded["feature_store_unavailable"] = f"decided from the request context alone: {exc}"
@@ -276,6 +278,14 @@ class DecisionFlow:
             candidates={r.action.action_id: (r.propensity, r.priority) for r in ranking},
             **_degradation(degraded),
         )
+
+
+def decision_id_for(request: DecisionRequest) -> str:
+    """A retry (same customer, touchpoint and request_id) names the same decision; no request_id, a fresh one."""
+    if not request.request_id:
+        return uuid.uuid4().hex
+    key = f"{request.customer_id}\x1f{request.touchpoint.name}\x1f{request.request_id}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 def _degradation(degraded: dict[str, str]) -> dict:

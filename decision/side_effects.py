@@ -1,17 +1,22 @@
-"""Side effects of a decision: the durable decision/outcome log, follow-ups, capacity and request idempotency.
+"""Side effects of a decision: the durable decision/outcome log, follow-ups, capacity and retries.
 
-All of a decision's writes happen in one Redis script, so they are atomic: the request_id is claimed, capacity
-(upgrade seats per flight) is taken, the decision is stored for outcomes and retries, and the decision and its
-follow-ups are appended to Redis Streams. A retry with the same request_id gets the stored decision back and
-takes nothing twice; two check-ins racing for the last seat cannot both get it.
+A decision's id is derived from (customer, touchpoint, request_id), so a retry names the same decision: the
+feature read fetches ``decision:{id}`` in the same round trip, and a retry gets the stored decision back.
 
-A decision that takes capacity is written before it is answered (the seat must be ours). Any other decision is
-answered first and written by a background writer a moment later, many per round trip: the caller does not
-wait for the log. Until it is written it is served from memory, to a retry of its request_id and to an outcome.
+A decision with side effects beyond the log (capacity taken, a follow-up letter) is written before it is
+answered, by one Redis script, atomically: if its decision key exists the earlier decision is returned and
+nothing is taken twice; otherwise the capacity (upgrade seats per flight) is taken, and the decision and its
+follow-ups are stored and appended to Redis Streams. Two check-ins racing for the last seat cannot both get it.
+
+Any other decision is answered first and written a moment later by a background writer, many per round trip,
+so the caller does not wait for the log; until written it is served from memory to a retry and to an outcome.
+While Redis is down, decisions go to a local spool file and are moved to the stream once it is back.
+
+Each log entry carries the inputs (the raw features read and the request context), so a decision can be
+replayed and the models retrained on what the service saw.
 
 Key layout (prefix "nba:" by default):
-  request:{request_id}              the decision JSON, for retries              (expires with decision_ttl)
-  decision:{decision_id}            the decision JSON, for outcomes             (expires with decision_ttl)
+  decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
   capacity:{action_id}:{pool}       units left in a pool (e.g. a flight); created from the catalogue on first use
   outcome:{decision_id}:{action_id} the outcome's stream id, so a retried outcome is not stored twice
   log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
@@ -25,7 +30,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,9 @@ from decision.domain import (
 from features.redis_store import CircuitBreaker, KeyLayout
 
 log = logging.getLogger(__name__)
+
+# What a decision was made from, logged with it: {"features": raw stored values, "context": request context}.
+Inputs = Mapping[str, Mapping[str, str]]
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -82,16 +90,16 @@ class DecisionLog(abc.ABC):
     """Where decisions and outcomes go; the contract any log backend keeps."""
 
     @abc.abstractmethod
-    def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
+    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
         """Store the decision and take its capacity, atomically; raise DecisionLogUnavailable on failure."""
 
     @abc.abstractmethod
-    def request_key(self, request_id: str) -> str:
-        """The key under which a request_id's decision is kept (fetched with the features: one round trip)."""
+    def decision_key(self, decision_id: str) -> str:
+        """The key under which a decision is kept (the feature read fetches it: a retry costs no round trip)."""
 
     @abc.abstractmethod
-    def pending(self, request_id: str) -> Decision | None:
-        """A decision for this request_id answered but not yet written, if any."""
+    def pending(self, decision_id: str) -> Decision | None:
+        """The decision if it was answered but is not written yet."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -107,7 +115,7 @@ class DecisionLog(abc.ABC):
 
 
 _COMMIT = """
--- KEYS: request, decision, decisions stream, follow-ups stream, capacity keys...
+-- KEYS: decision, decisions stream, follow-ups stream, capacity keys...
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
 --       capacity default units (one per capacity key)
 local existing = redis.call('GET', KEYS[1])
@@ -115,23 +123,22 @@ if existing then return {0, existing} end
 local n_fields = tonumber(ARGV[3])
 local n_follow = tonumber(ARGV[4 + n_fields])
 local first_units = 5 + n_fields + n_follow
-local n_claims = #KEYS - 4
+local n_claims = #KEYS - 3
 for i = 1, n_claims do
-  local left = redis.call('GET', KEYS[4 + i])
+  local left = redis.call('GET', KEYS[3 + i])
   if left == false then left = ARGV[first_units + i - 1] end
   if tonumber(left) <= 0 then return {2, i} end
 end
 for i = 1, n_claims do
-  if redis.call('EXISTS', KEYS[4 + i]) == 0 then
-    redis.call('SET', KEYS[4 + i], ARGV[first_units + i - 1])
+  if redis.call('EXISTS', KEYS[3 + i]) == 0 then
+    redis.call('SET', KEYS[3 + i], ARGV[first_units + i - 1])
   end
-  redis.call('DECR', KEYS[4 + i])
+  redis.call('DECR', KEYS[3 + i])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4, 3 + n_fields))
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4, 3 + n_fields))
 for i = 1, n_follow do
-  redis.call('XADD', KEYS[4], '*', 'follow_up', ARGV[4 + n_fields + i])
+  redis.call('XADD', KEYS[3], '*', 'follow_up', ARGV[4 + n_fields + i])
 end
 return {1}
 """
@@ -180,29 +187,42 @@ class RedisDecisionLog(DecisionLog):
         self.breaker = breaker
         self.writer = BackgroundWriter(self._write_batch)
 
-    def request_key(self, request_id: str) -> str:
-        return f"{self.prefix}request:{request_id}"
+    def decision_key(self, decision_id: str) -> str:
+        return f"{self.prefix}decision:{decision_id}"
 
-    def pending(self, request_id: str) -> Decision | None:
-        return self.writer.by_request.get(request_id)
+    def pending(self, decision_id: str) -> Decision | None:
+        return self.writer.waiting.get(decision_id)
 
     def close(self) -> None:
         self.writer.close()
 
-    def commit(self, decision: Decision, claims: Sequence[CapacityClaim]) -> Committed:
+    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
         if self.breaker is not None and self.breaker.open:
-            if self.spool is not None and not claims:
-                self.spool.append(orjson.dumps(decision))  # moved to the stream once Redis is back
+            if not claims:
+                self._spool([(decision, inputs)])
             raise DecisionLogUnavailable("Redis skipped after a recent failure")
-        if not claims:
-            self.writer.submit(decision)
+        if not claims and not decision.follow_ups:
+            self.writer.submit(decision, inputs)
             return Committed(decision)
-        keys, args = self._commit_call(decision, claims)
+        record = orjson.dumps(decision)
+        follow_ups = [
+            orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups
+        ]
+        fields = stream_fields(decision, record, inputs)
+        keys = [
+            self.decision_key(decision.decision_id),
+            self.decisions_stream,
+            self.follow_ups_stream,
+            *[f"{self.prefix}capacity:{c.action_id}:{c.pool}" for c in claims],
+        ]
+        args = [record, self.ttl_s, len(fields), *fields, len(follow_ups), *follow_ups, *[c.units for c in claims]]
         try:
             reply = self._commit(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             if self.breaker is not None:
                 self.breaker.failed()
+            if not claims:
+                self._spool([(decision, inputs)])
             raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
         status = int(reply[0])
         if status == 0:
@@ -212,40 +232,28 @@ class RedisDecisionLog(DecisionLog):
         self._replay_spool()
         return Committed(decision)
 
-    def _commit_call(self, decision: Decision, claims: Sequence[CapacityClaim]) -> tuple[list[str], list[Any]]:
-        record = orjson.dumps(decision)
-        fields = stream_fields(decision, record)
-        follow_ups = [
-            orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups
-        ]
-        keys = [
-            self.request_key(decision.request_id),
-            f"{self.prefix}decision:{decision.decision_id}",
-            self.decisions_stream,
-            self.follow_ups_stream,
-            *[f"{self.prefix}capacity:{c.action_id}:{c.pool}" for c in claims],
-        ]
-        args: list[Any] = [record, self.ttl_s, len(fields), *fields, len(follow_ups), *follow_ups]
-        args += [c.units for c in claims]
-        return keys, args
-
-    def _write_batch(self, decisions: Sequence[Decision]) -> None:
-        """The background writer's job: one round trip for a batch; on failure the batch goes to the spool."""
+    def _write_batch(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
+        """The background writer's job: plain commands, one round trip per batch; on failure, the spool."""
         pipe = self.client.pipeline(transaction=False)
-        for decision in decisions:
-            keys, args = self._commit_call(decision, ())
-            self._commit(keys=keys, args=args, client=pipe)
+        for decision, inputs in batch:
+            record = orjson.dumps(decision)
+            # NX: a concurrent retry that was decided twice keeps the first decision for its outcomes
+            pipe.set(self.decision_key(decision.decision_id), record, ex=self.ttl_s, nx=True)
+            pipe.execute_command("XADD", self.decisions_stream, "*", *stream_fields(decision, record, inputs))
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
             if self.breaker is not None:
                 self.breaker.failed()
-            log.warning("%d decisions spooled, the log is unavailable: %s", len(decisions), exc)
-            if self.spool is not None:
-                for decision in decisions:
-                    self.spool.append(orjson.dumps(decision))
+            log.warning("%d decisions spooled, the log is unavailable: %s", len(batch), exc)
+            self._spool(batch)
             return
         self._replay_spool()
+
+    def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
+        if self.spool is not None:
+            for decision, inputs in batch:
+                self.spool.append(orjson.dumps({"decision": decision, "inputs": inputs}))
 
     def _replay_spool(self) -> None:
         """Redis answers again: move what was spooled while it was down into the stream."""
@@ -253,10 +261,10 @@ class RedisDecisionLog(DecisionLog):
             self.spool.replay(self.client, self.decisions_stream)
 
     def find(self, decision_id: str) -> Decision:
-        if decision_id in self.writer.by_decision:
+        if decision_id in self.writer.waiting:
             self.writer.flush()  # the outcome of a decision must find it stored
         try:
-            stored = self.client.get(f"{self.prefix}decision:{decision_id}")
+            stored = self.client.get(self.decision_key(decision_id))
         except (redis.RedisError, OSError) as exc:
             raise DecisionLogUnavailable(f"decision log read failed: {exc}") from exc
         if stored is None:
@@ -276,7 +284,7 @@ class RedisDecisionLog(DecisionLog):
             "at", repr(at),
         ]  # fmt: skip
         keys = [
-            f"{self.prefix}decision:{decision.decision_id}",
+            self.decision_key(decision.decision_id),
             f"{self.prefix}outcome:{decision.decision_id}:{action_id}",
             self.outcomes_stream,
             self.keys.declines(decision.customer_id),
@@ -302,23 +310,21 @@ class RedisDecisionLog(DecisionLog):
 class BackgroundWriter:
     """Writes decisions off the request path, in batches; keeps them findable in memory until written."""
 
-    def __init__(self, write: Callable[[Sequence[Decision]], None], max_batch: int = 256) -> None:
+    def __init__(self, write: Callable[[Sequence[tuple[Decision, Inputs]]], None], max_batch: int = 256) -> None:
         self.write = write
         self.max_batch = max_batch
-        self.by_request: dict[str, Decision] = {}
-        self.by_decision: dict[str, Decision] = {}
-        self._queue: deque[Decision] = deque()
+        self.waiting: dict[str, Decision] = {}
+        self._queue: deque[tuple[Decision, Inputs]] = deque()
         self._wake = threading.Condition()
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
         self._thread.start()
 
-    def submit(self, decision: Decision) -> None:
+    def submit(self, decision: Decision, inputs: Inputs) -> None:
         with self._wake:
-            self.by_request[decision.request_id] = decision
-            self.by_decision[decision.decision_id] = decision
-            self._queue.append(decision)
+            self.waiting[decision.decision_id] = decision
+            self._queue.append((decision, inputs))
             self._wake.notify()
 
     def flush(self, timeout_s: float = 5.0) -> None:
@@ -350,15 +356,14 @@ class BackgroundWriter:
                 log.exception("decision log batch failed")
             finally:
                 with self._wake:
-                    for decision in batch:
-                        self.by_request.pop(decision.request_id, None)
-                        self.by_decision.pop(decision.decision_id, None)
+                    for decision, _ in batch:
+                        self.waiting.pop(decision.decision_id, None)
                     self._busy = False
                     self._wake.notify_all()
 
 
-def stream_fields(decision: Decision, record: bytes) -> list[Any]:
-    """The decision log entry: searchable columns plus the whole decision as JSON."""
+def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any]:
+    """The decision log entry: searchable columns, the whole decision and its inputs as JSON."""
     return [
         "decision_id", decision.decision_id,
         "request_id", decision.request_id,
@@ -371,6 +376,7 @@ def stream_fields(decision: Decision, record: bytes) -> list[Any]:
         "degraded", ",".join(decision.degraded_codes),
         "actions", ",".join(a.action_id for a in decision.actions),
         "decision", record,
+        "inputs", orjson.dumps(inputs),
     ]  # fmt: skip
 
 
@@ -396,10 +402,12 @@ class DecisionSpool:
         with self._lock:
             if not self.pending:
                 return 0
-            lines = [line for line in self.path.read_bytes().splitlines() if line.strip()]
+            lines = [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line.strip()]
             pipe = client.pipeline(transaction=True)
             for line in lines:
-                pipe.xadd(stream, dict(zip(*[iter(stream_fields(decision_from_json(line), line))] * 2, strict=True)))
+                record = orjson.dumps(line["decision"])
+                fields = stream_fields(decision_from_json(record), record, line["inputs"])
+                pipe.execute_command("XADD", stream, "*", *fields)
             pipe.execute()
             self.path.write_bytes(b"")
             return len(lines)

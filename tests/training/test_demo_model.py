@@ -112,7 +112,5 @@ def test_auc_counts_ties_half_and_matches_pairwise_definition():
     labels = rng.random(300) < 0.3
     scores = np.round(rng.random(300), 1)  # many ties
     positives, negatives = scores[labels], scores[~labels]
-    pairwise = np.mean(
-        (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
-    )
+    pairwise = np.mean((positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :]))
     assert auc(labels, scores) == pytest.approx(pairwise)

@@ -146,9 +146,7 @@ def test_ground_truth_makes_business_sense(by_id, schema):
     assert true_accept_probability(ife_gold, "mortgage_review") < 0.01
     # Lounge passes appeal to frequent high-tier lounge users more than to occasional flyers.
     occasional = ife_gold | {"tier": "none", "lounge_visits_12m": 0, "long_haul_share": 0.0}
-    assert true_accept_probability(ife_gold, "lounge_pass") > 2 * true_accept_probability(
-        occasional, "lounge_pass"
-    )
+    assert true_accept_probability(ife_gold, "lounge_pass") > 2 * true_accept_probability(occasional, "lounge_pass")
     # Retention offers land with those about to leave.
     leaving = bank | {"churn_risk": 0.8}
     assert true_accept_probability(leaving, "retention_fee_waiver") > 2 * true_accept_probability(

@@ -1,0 +1,237 @@
+"""The rules engine: evaluates every policy rule against one request fact with a single durable-rules assert.
+
+durable-rules 2.0.28 has hazards, all reproduced on these machines (PERFORMANCE.md, "durable-rules hazards");
+each is handled where a comment below says so:
+
+* its C core is not thread-safe -> every durable call runs under :data:`_DURABLE_LOCK`;
+* ``post`` hands an event to the first matching rule only -> we assert a *fact*, so every matching rule fires;
+* a session keeps its facts -> each evaluation uses a fresh session id, deleted in ``finally``;
+* at most 1,024 live sessions, then MemoryError -> with the lock and the ``finally`` there is at most one,
+  also when a rule's action raises (a fact that matches no rule leaves a session behind too);
+* ``delete_state`` of a session whose fact matched no rule reads uninitialised memory (valgrind; a crash or a
+  corrupt heap, depending on what else the process loaded) -> a compiled rule matches every request fact;
+* "Ruleset ... not found" on a cold start -> the ruleset is created and warmed in ``__init__``, under a name
+  of its own, so a second engine (a reload, a test) never meets the first one's rules.
+
+How durable delivers results (found by experiment): an ``assert_fact`` matches the fact against every rule
+and queues one action per matched rule in the fact's session; ``durable.engine`` then runs those actions one
+at a time, synchronously in the calling thread, each callback finding its session in ``c.s.sid``. That Python
+layer costs ~40 us per *matched rule* (it re-parses the whole fact, builds a closure and rewrites the session
+state for each one): 7 matched rules took ~400 us. We only need to know which rules matched, so we read the
+queue straight from durable's C core (``durable_rules_engine``, the extension ``durable.engine`` itself
+calls), ~3 us per matched rule. This also keeps clear of ``durable.engine.Host``, whose two timer threads
+call into the C core every 200 ms without any lock of ours and run other sessions' queued actions themselves
+(reproduced with a single caller thread: missing directives, then a segfault).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import durable_rules_engine
+
+from features.schema import FeatureSchema
+from rules.compiler import FACT_MARKER, CompiledRule, DirectiveTemplate, RuleFileError, compile_policies
+
+__all__ = [
+    "DEFAULT_POLICY_DIR",
+    "Directive",
+    "RuleEvaluationError",
+    "RuleFileError",
+    "RulesEngine",
+    "RulesOutcome",
+]
+
+DEFAULT_POLICY_DIR = Path(__file__).with_name("policies")
+logger = logging.getLogger(__name__)
+
+# One lock for every call into durable-rules, across all engines: its C core keeps process-wide tables and is
+# not thread-safe (concurrent calls segfault or answer wrongly). It costs nothing: the C extension never
+# releases the GIL anyway.
+_DURABLE_LOCK = threading.Lock()
+_RULESET_NUMBERS = itertools.count(1)
+# durable's assert_fact result code for "matched" (durable.engine.Ruleset._handle_result reads the same one).
+_MATCHED = 0
+# A matched rule as durable queues it: {"<position>:<name>":{"m":{...the fact...}}}; see ruleset_definition.
+_QUEUED_RULE = re.compile(r'\A\{\s*"(\d+):')
+
+
+@dataclass(frozen=True)
+class Directive:
+    """What a fired rule asks of the decision."""
+
+    kind: str  # "require" | "exclude" | "suppress" | "boost" | "set_language" | "follow_up"
+    rule_id: str
+    reason_code: str
+    action_id: str = ""  # require/exclude/suppress/boost/follow_up
+    value: str = ""  # the language for set_language; the follow-up kind (apology_letter) for follow_up
+    factor: float = 1.0  # boost factor
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class RulesOutcome:
+    """The directives of every rule that fired, highest priority first, then in rule-file order."""
+
+    directives: tuple[Directive, ...]
+    fired: tuple[str, ...]  # rule ids that fired (expanded for_each_action rules report their base id once)
+
+
+class RuleEvaluationError(RuntimeError):
+    """A rule fired but its directives could not be made (e.g. a ``{field}`` the fact lacks)."""
+
+
+class RulesEngine:
+    """Every rule of a policy directory, compiled into one durable-rules ruleset.
+
+    ``known_actions`` are the catalogue's action ids (directives may only name these; ``for_each_action``
+    rules are repeated for each). Raises :class:`RuleFileError` for an invalid rule file. ``evaluate`` is
+    thread-safe and costs one durable ``assert_fact`` whatever the number of rules.
+    """
+
+    def __init__(self, policy_dir: Path, known_actions: Collection[str], schema: FeatureSchema | None = None) -> None:
+        schema = schema or FeatureSchema.load()
+        policies = compile_policies(policy_dir, known_actions, schema)
+        self.version: str = policies.version
+        self.rule_ids: tuple[str, ...] = tuple(dict.fromkeys(rule.rule_id for rule in policies.rules))
+        self._rules = policies.rules
+        # Directives without {field} templates are the same at every firing: make them once.
+        self._fixed = tuple(_fixed_directives(rule) for rule in self._rules)
+        # durable needs to see only what conditions read; each key is written once as JSON, ready to join.
+        self._fact_keys = tuple((key, json.dumps(key, ensure_ascii=False) + ":") for key in sorted(policies.fact_keys))
+        # itertools.count is atomic under the GIL: unique session ids without taking the lock.
+        self._session_numbers = itertools.count(1)
+        definition = json.dumps(policies.ruleset_definition(), ensure_ascii=False)
+        with _DURABLE_LOCK:
+            self._ruleset_name = f"nba_{self.version}_{next(_RULESET_NUMBERS)}"
+            self._ruleset = durable_rules_engine.create_ruleset(self._ruleset_name, definition)
+        self._warm_up(schema)
+
+    def evaluate(self, fact: Mapping[str, object]) -> RulesOutcome:
+        """Fire every rule whose conditions hold for ``fact``; return their directives.
+
+        ``fact`` keys: derived feature names (``last_incident_days``), ``touchpoint``, ``ctx_<key>`` for the
+        request context, ``declines_30d__<action_id>``, ``known_customer``; values are text, numbers or
+        booleans. A missing key, None, NaN or an infinity is an absent field. Raises
+        :class:`RuleEvaluationError` when a fired rule's directive cannot be filled in.
+        """
+        # A fresh session per evaluation: a reused session id would still hold the previous request's fact.
+        session = f"{next(self._session_numbers)}"
+        encoded = self._encode(session, fact)
+        fired: list[tuple[CompiledRule, tuple[Directive, ...]]] = []
+        with _DURABLE_LOCK:
+            # Asserting a fact (never posting an event) lets every matching rule fire, not just the first.
+            # Outside the try: an assert that fails leaves no session to delete (checked).
+            code, state = durable_rules_engine.assert_fact(self._ruleset, encoded)
+            try:
+                if code == _MATCHED:
+                    queued = durable_rules_engine.start_action_for_state(self._ruleset, state)
+                    matched = queued[1] if queued else None
+                    while matched:
+                        index = self._rule_index(matched)
+                        if index < len(self._rules):  # not the every-request rule
+                            fired.append((self._rules[index], self._directives(index, fact)))
+                        matched = durable_rules_engine.complete_and_start_action(self._ruleset, state)
+                else:
+                    # Cannot happen while the every-request rule matches every fact (see ruleset_definition).
+                    raise RuleEvaluationError(f"durable-rules answered code {code} to a fresh request fact")
+            finally:
+                # Always, even when a rule's directives raised: live sessions are capped at 1,024.
+                durable_rules_engine.delete_state(self._ruleset, session)
+        fired.sort(key=lambda item: (-item[0].priority, item[0].order))
+        return RulesOutcome(
+            directives=tuple(d for _, directives in fired for d in directives),
+            fired=tuple(dict.fromkeys(rule.rule_id for rule, _ in fired)),
+        )
+
+    def _rule_index(self, queued: str) -> int:
+        match = _QUEUED_RULE.match(queued)
+        if match:
+            return int(match.group(1))
+        name = next(iter(json.loads(queued)))  # whatever the spacing, the first key is the rule's name
+        return int(name.split(":", 1)[0])
+
+    def _encode(self, session: str, fact: Mapping[str, object]) -> str:
+        """The fact as durable's C parser reads it: one JSON object, only the keys conditions read."""
+        members = [f'"{FACT_MARKER}":1', f'"sid":"{session}"']
+        for key, encoded_key in self._fact_keys:
+            value = fact.get(key)
+            if value is not None:
+                encoded = _json_value(key, value)
+                if encoded is not None:
+                    members.append(encoded_key + encoded)
+        return "{" + ",".join(members) + "}"
+
+    def _directives(self, index: int, fact: Mapping[str, object]) -> tuple[Directive, ...]:
+        """The action of a fired rule: its directives, with {field} templates filled from the fact."""
+        fixed = self._fixed[index]
+        if fixed is not None:
+            return fixed
+        rule = self._rules[index]
+        return tuple(_render(rule, template, fact) for template in rule.directives)
+
+    def _warm_up(self, schema: FeatureSchema) -> None:
+        """Evaluate one fact now, so the first real request does not meet a cold ruleset."""
+        defaults = {key: value for key, value in schema.defaults().items() if value is not None}
+        try:
+            self.evaluate(defaults)
+        except RuleEvaluationError as error:
+            # Only the warm-up's made-up fact is at fault; real requests report their own.
+            logger.warning("rules %s: warm-up evaluation: %s", self.version, error)
+
+
+def _json_value(key: str, value: object) -> str | None:
+    """One fact value as JSON durable parses correctly; None (absent) for NaN and infinities."""
+    if isinstance(value, str):
+        # ensure_ascii=False, as durable.engine does: its parser does not decode \u escapes, so "中文" sent
+        # as "\u4e2d\u6587" would never equal a rule's "中文" (tested).
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)  # not str(): an IntEnum would print its name
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None  # JSON has no NaN or infinity
+        text = float.__repr__(value)
+        # durable's parser rejects an exponent after a whole mantissa ("1e-05", "1e+16": error 204) and reads
+        # "1.0e-05" fine; Python writes the former for 0.00001 and for 1e16.
+        if "e" in text and "." not in text:
+            text = text.replace("e", ".0e")
+        return text
+    raise TypeError(f"fact {key!r}: {type(value).__name__} is not a rule value (text, number or true/false)")
+
+
+def _fixed_directives(rule: CompiledRule) -> tuple[Directive, ...] | None:
+    if any(template.value is not None and not template.value.is_literal for template in rule.directives):
+        return None
+    return tuple(_render(rule, template, {}) for template in rule.directives)
+
+
+def _render(rule: CompiledRule, template: DirectiveTemplate, fact: Mapping[str, object]) -> Directive:
+    value = ""
+    if template.value is not None:
+        try:
+            value = template.value.fill(fact)
+        except KeyError as missing:
+            raise RuleEvaluationError(
+                f"{rule.file}: rule {rule.rule_id!r}: {template.kind} {template.value.text!r}: "
+                f"the fact has no {missing.args[0]!r}"
+            ) from None
+    return Directive(
+        kind=template.kind,
+        rule_id=rule.rule_id,
+        reason_code=template.reason_code,
+        action_id=template.action_id,
+        value=value,
+        factor=template.factor,
+        priority=rule.priority,
+    )

@@ -1,0 +1,230 @@
+"""Rule files -> durable conditions, and the errors an analyst gets for a bad rule file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from features.schema import FeatureSchema
+from rules.compiler import FACT_MARKER, CompiledPolicies, RuleFileError, compile_policies
+from rules.engine import DEFAULT_POLICY_DIR
+
+ACTIONS = tuple(yaml.safe_load((DEFAULT_POLICY_DIR.parent / "actions.yaml").read_text("utf-8"))["actions"])
+SCHEMA = FeatureSchema.load()
+
+
+def compile_text(tmp_path: Path, text: str, name: str = "policy.yaml") -> CompiledPolicies:
+    (tmp_path / name).write_text(text, "utf-8")
+    return compile_policies(tmp_path, ACTIONS, SCHEMA)
+
+
+def one_rule(when: str, then: str = "[{exclude: lounge_pass, reason: test}]", rule_id: str = "bad_rule") -> str:
+    return f"rules:\n  - id: {rule_id}\n    when: {when}\n    then: {then}\n"
+
+
+def test_the_shipped_policies_compile() -> None:
+    policies = compile_policies(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA)
+    assert policies.files == (
+        "contact_policy.yaml",
+        "eligibility.yaml",
+        "language.yaml",
+        "service_recovery.yaml",
+    )
+    ids = {rule.rule_id for rule in policies.rules}
+    assert {
+        "service_recovery_ife",
+        "service_recovery_points",
+        "language_context_override",
+        "language_first_language",
+        "declined_twice_in_30_days",
+        "no_credit_in_arrears",
+    } <= ids
+
+
+def test_a_rule_compiles_to_one_durable_condition_on_the_request_fact() -> None:
+    policies = compile_policies(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA)
+    rule = next(r for r in policies.rules if r.rule_id == "service_recovery_ife")
+    assert rule.condition == {
+        "$and": [
+            {FACT_MARKER: 1},
+            {
+                "$and": [
+                    {"$gte": {"predicted_ltv": 5000}},
+                    {"$or": [{"last_incident_type": "ife_broken"}, {"last_incident_type": "seat_broken"}]},
+                    {"$lte": {"last_incident_days": 30}},
+                    {"last_incident_long_haul": True},
+                ]
+            },
+        ]
+    }
+    upgrade = next(r for r in policies.rules if r.rule_id == "upgrade_needs_economy_flight")
+    assert upgrade.condition["$and"][1] == {"$or": [{"$nex": {"ctx_flight": 1}}, {"ctx_cabin": "first"}]}
+    definition = policies.ruleset_definition()
+    # one durable rule per compiled rule, plus the one that matches every request fact
+    assert len(definition) == len(policies.rules) + 1
+    assert all(list(spec) == ["all"] and len(spec["all"]) == 1 for spec in definition.values())
+
+
+def test_for_each_action_repeats_the_rule_for_every_catalogue_action() -> None:
+    policies = compile_policies(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA)
+    expanded = [r for r in policies.rules if r.rule_id == "declined_twice_in_30_days"]
+    assert sorted(r.directives[0].action_id for r in expanded) == sorted(ACTIONS)
+    lounge = next(r for r in expanded if r.directives[0].action_id == "lounge_pass")
+    assert lounge.condition["$and"][1] == {"$gte": {"declines_30d__lounge_pass": 2}}
+    assert "declines_30d__lounge_pass" in policies.fact_keys
+
+
+def test_operators_compile_to_durable_tests(tmp_path: Path) -> None:
+    conditions = (
+        "{any: [{field: tier, ne: none}, {field: age, gt: 30}, {field: age, lt: 70}, "
+        "{field: tier, not_in: [none, silver]}, {field: context.seat, exists: true}, "
+        "{all: [{field: touchpoint, eq: IVR}, {field: known_customer, eq: false}]}]}"
+    )
+    rule = compile_text(tmp_path, one_rule(conditions)).rules[0]
+    assert rule.condition["$and"][1] == {
+        "$or": [
+            {"$neq": {"tier": "none"}},
+            {"$gt": {"age": 30}},
+            {"$lt": {"age": 70}},
+            {"$and": [{"$neq": {"tier": "none"}}, {"$neq": {"tier": "silver"}}]},
+            {"$ex": {"ctx_seat": 1}},
+            {"$and": [{"touchpoint": "IVR"}, {"known_customer": False}]},
+        ]
+    }
+
+
+# ---- errors name the file, the rule and the field ------------------------------------------------
+
+ERRORS = {
+    "unknown_feature": (
+        one_rule("{all: [{field: predicted_ltvv, gte: 5000}]}"),
+        ["field 'predicted_ltvv'", "unknown field", "predicted_ltv", "context.<key>"],
+    ),
+    "timestamp_without_days": (
+        one_rule("{all: [{field: last_incident, lte: 30}]}"),
+        ["field 'last_incident'", "last_incident_days"],
+    ),
+    "text_compared_with_a_number": (
+        one_rule("{all: [{field: predicted_ltv, gte: high}]}"),
+        ["field 'predicted_ltv'", "'high'", "a number"],
+    ),
+    "number_for_a_boolean": (
+        one_rule("{all: [{field: in_arrears, eq: 1}]}"),
+        ["field 'in_arrears'", "true or false"],
+    ),
+    "category_value_not_among_its_values": (
+        one_rule("{all: [{field: last_incident_type, in: [ife_broken, ife_broke]}]}"),
+        ["field 'last_incident_type'", "'ife_broke'", "seat_broken"],
+    ),
+    "ordering_a_category": (
+        one_rule("{all: [{field: tier, gte: gold}]}"),
+        ["field 'tier'", "gte compares numbers"],
+    ),
+    "unknown_touchpoint": (
+        one_rule("{all: [{field: touchpoint, eq: KIOSK}]}"),
+        ["field 'touchpoint'", "'KIOSK'", "CHECKIN_KIOSK"],
+    ),
+    "unknown_operator": (
+        one_rule("{all: [{field: age, greater: 3}]}"),
+        ["field 'age'", "greater", "gte"],
+    ),
+    "exists_not_a_boolean": (
+        one_rule("{all: [{field: context.flight, exists: maybe}]}"),
+        ["field 'context.flight'", "exists takes true or false"],
+    ),
+    "declines_of_an_unknown_action": (
+        one_rule("{all: [{field: declines_30d.nope, gte: 2}]}", rule_id="x"),
+        [
+            "policy.yaml: rule 'x': field 'declines_30d.nope': unknown action 'nope'; known actions: ",
+            "lounge_pass",
+        ],
+    ),
+    "unknown_directive": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{recommend: lounge_pass, reason: test}]"),
+        ["then[0]", "unknown directive 'recommend'", "require, exclude"],
+    ),
+    "directive_of_an_unknown_action": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{require: upgrade_firstclass, reason: test}]"),
+        ["then[0] require", "unknown action 'upgrade_firstclass'", "did you mean upgrade_first_class"],
+    ),
+    "unknown_action_in_a_list": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{exclude: [lounge_pass, spa_day], reason: test}]"),
+        ["then[0] exclude", "unknown action 'spa_day'"],
+    ),
+    "follow_up_of_an_unknown_action": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{follow_up: apology_letter, action: spa_day, reason: test}]"),
+        ["then[0] follow_up", "unknown action 'spa_day'"],
+    ),
+    "boost_without_factor": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{boost: lounge_pass, reason: test}]"),
+        ["then[0] boost", "'by'"],
+    ),
+    "directive_without_reason": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{exclude: lounge_pass}]"),
+        ["then[0] exclude", "'reason'"],
+    ),
+    "template_of_an_unknown_field": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{set_language: '{first_lang}', reason: test}]"),
+        ["then[0] set_language", "field 'first_lang'", "first_language"],
+    ),
+    "missing_when": (
+        "rules:\n  - id: bad_rule\n    then: [{exclude: lounge_pass, reason: test}]\n",
+        ["missing 'when'"],
+    ),
+    "missing_then": (
+        "rules:\n  - id: bad_rule\n    when: {all: [{field: age, gt: 3}]}\n",
+        ["missing 'then'"],
+    ),
+    "misspelt_rule_key": (
+        one_rule("{all: [{field: age, gt: 3}]}") + "    priorty: 3\n",
+        ["unknown key(s) priorty"],
+    ),
+    "action_placeholder_outside_for_each_action": (
+        one_rule("{all: [{field: 'declines_30d.{action}', gte: 2}]}"),
+        ["{action}", "for_each_action"],
+    ),
+    "duplicate_rule_id_in_one_file": (
+        one_rule("{all: [{field: age, gt: 3}]}") + one_rule("{all: [{field: age, gt: 4}]}").removeprefix("rules:\n"),
+        ["duplicate rule id", "first defined in policy.yaml"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
+def test_a_bad_rule_is_reported_with_its_file_rule_and_field(tmp_path: Path, case: str) -> None:
+    text, fragments = ERRORS[case]
+    rule_id = yaml.safe_load(text)["rules"][0]["id"]
+    with pytest.raises(RuleFileError) as raised:
+        compile_text(tmp_path, text)
+    message = str(raised.value)
+    assert message.startswith(f"policy.yaml: rule '{rule_id}': "), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def test_a_rule_id_used_in_two_files_names_both(tmp_path: Path) -> None:
+    (tmp_path / "a_first.yaml").write_text(one_rule("{all: [{field: age, gt: 3}]}", rule_id="twice"), "utf-8")
+    with pytest.raises(RuleFileError, match=r"^b_second\.yaml: rule 'twice': duplicate rule id.*a_first\.yaml"):
+        compile_text(tmp_path, one_rule("{all: [{field: age, gt: 4}]}", rule_id="twice"), name="b_second.yaml")
+
+
+@pytest.mark.parametrize("text", ["rules: {id: x}\n", "- id: x\n", "rules: []\nversion: 2\n", "rules: [\n"], ids=str)
+def test_a_file_that_is_not_a_rules_list_is_reported(tmp_path: Path, text: str) -> None:
+    with pytest.raises(RuleFileError, match=r"^policy\.yaml: "):
+        compile_text(tmp_path, text)
+
+
+def test_a_directory_without_rule_files_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RuleFileError, match="no \\*.yaml rule files"):
+        compile_policies(tmp_path, ACTIONS, SCHEMA)
+
+
+def test_version_follows_the_files_bytes_and_names(tmp_path: Path) -> None:
+    text = one_rule("{all: [{field: age, gt: 3}]}", rule_id="a")
+    first = compile_text(tmp_path, text).version
+    assert compile_text(tmp_path, text).version == first
+    assert compile_text(tmp_path, text.replace("gt: 3", "gt: 4")).version != first
+    (tmp_path / "policy.yaml").unlink()
+    assert compile_text(tmp_path, text, name="renamed.yaml").version != first
