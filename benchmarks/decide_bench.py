@@ -61,12 +61,12 @@ class Latency:
         return cls(float(np.percentile(array, 50)), float(np.percentile(array, 99)), len(samples) / wall_s)
 
 
-def run(call: Callable[[int], None], calls: int, in_flight: int) -> Latency:
-    """``calls`` calls split over ``in_flight`` client threads, each timing its own calls."""
+def run(call: Callable[[int], None], calls: range, in_flight: int) -> tuple[list[float], float]:
+    """The calls numbered ``calls``, split over ``in_flight`` client threads; (latencies, wall seconds)."""
     samples: list[list[float]] = [[] for _ in range(in_flight)]
 
     def worker(slot: int) -> None:
-        for i in range(slot, calls, in_flight):
+        for i in calls[slot::in_flight]:
             started = time.perf_counter()
             call(i)
             samples[slot].append(time.perf_counter() - started)
@@ -77,7 +77,21 @@ def run(call: Callable[[int], None], calls: int, in_flight: int) -> Latency:
         t.start()
     for t in threads:
         t.join()
-    return Latency.of([s for slot in samples for s in slot], time.perf_counter() - wall)
+    return [s for slot in samples for s in slot], time.perf_counter() - wall
+
+
+def interleaved(
+    kinds: dict[str, Callable[[int], None]], calls: int, in_flight: int, block: int = 100
+) -> dict[str, Latency]:
+    """Each kind of call measured in alternating blocks, so drift in the machine's speed hits all alike."""
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    walls = dict.fromkeys(kinds, 0.0)
+    for start in range(0, calls, block):
+        for kind, call in kinds.items():
+            latencies, wall = run(call, range(start, min(calls, start + block)), in_flight)
+            samples[kind] += latencies
+            walls[kind] += wall
+    return {k: Latency.of(samples[k], walls[k]) for k in kinds}
 
 
 def main() -> int:
@@ -154,8 +168,6 @@ def measure(channel: grpc.Channel, redis_url: str, customers: list[str], calls: 
 
     rows = []
     for in_flight in (1, 2, 8):
-        rpc = run(lambda i: check(empty, timeout=5), calls, in_flight)
-        get = run(lambda i: client.get("bench:1kb"), calls, in_flight)
         fresh = [
             pb.DecideRequest(
                 customer_id=r.customer_id,
@@ -165,8 +177,16 @@ def measure(channel: grpc.Channel, redis_url: str, customers: list[str], calls: 
             )
             for r in requests
         ]
-        dec = run(lambda i, fresh=fresh: decide(fresh[i], timeout=5), calls, in_flight)
-        rows.append((in_flight, rpc, get, dec))
+        result = interleaved(
+            {
+                "rpc": lambda i: check(empty, timeout=5),
+                "get": lambda i: client.get("bench:1kb"),
+                "decide": lambda i, fresh=fresh: decide(fresh[i], timeout=5),
+            },
+            calls,
+            in_flight,
+        )
+        rows.append((in_flight, result["rpc"], result["get"], result["decide"]))
     client.close()
     return rows
 
@@ -177,8 +197,9 @@ def render(rows: list[tuple], calls: int) -> str:
         "",
         f"Run on {dt.date.today().isoformat()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{calls} calls per row, client and server (separate processes) and Redis on one machine.",
-        "Floor = an empty unary RPC to the same server (gRPC health check) + one Redis GET of 1 KB, each measured",
-        "at the same concurrency in the same run. `make bench` regenerates this file.",
+        "Floor = an empty unary RPC to the same server (gRPC health check) + one Redis GET of 1 KB, measured at the",
+        "same concurrency in the same run, in blocks of 100 calls alternating with Decide's so that drift in the",
+        "machine's speed hits both alike. `make bench` regenerates this file.",
         "",
         "| in flight | empty RPC p50 / p99 ms | Redis GET p50 / p99 ms | floor p50 / p99 ms | Decide p50 / p99 ms "
         "| Decide/s | p50 ratio | p99 ratio |",

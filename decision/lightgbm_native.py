@@ -33,7 +33,9 @@ def _library() -> str:
     raise FileNotFoundError(f"no lib_lightgbm library in the lightgbm package at {package}")
 
 
-_lib = ctypes.cdll.LoadLibrary(_library())
+# PyDLL keeps the GIL during the call: a ~50 us prediction is cheaper than waiting to get the GIL back from
+# another thread afterwards (measured: 200 us per call under the decision-log writer with ctypes.CDLL).
+_lib = ctypes.PyDLL(_library())
 _lib.LGBM_GetLastError.restype = ctypes.c_char_p
 
 
