@@ -196,3 +196,10 @@ def test_slow_redis_degrades_instead_of_waiting(own_service):
     blocker.close()
     assert all(r.degraded for r in replies)
     assert elapsed < 1.0, f"5 decisions took {elapsed:.2f}s while Redis slept"
+
+
+@pytest.mark.parametrize("request_id", ["has spaces", "x" * 129, "défaut"])
+def test_malformed_request_id(stub, request_id):
+    error = refused(stub, pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB, request_id=request_id))
+    assert error.code() == INVALID
+    assert error.details().startswith("request_id: must be 1-128 printable ASCII characters without spaces")
