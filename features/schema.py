@@ -7,6 +7,7 @@ event, under the name ``<feature>_days``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -38,10 +39,15 @@ class Feature:
     model: bool = True
     sensitive: bool = False
 
-    @property
+    @functools.cached_property
     def derived_name(self) -> str:
         """The name rules and the model see: timestamps become ``<name>_days``."""
         return f"{self.name}_days" if self.type == "timestamp" else self.name
+
+    @functools.cached_property
+    def codes(self) -> dict[str, float]:
+        """The model's number for each category."""
+        return {value: float(i) for i, value in enumerate(self.values)}
 
     def label(self, language: str) -> str:
         return self.labels.get(language) or self.labels.get("en") or self.name
@@ -76,10 +82,7 @@ class Feature:
         if value is None:
             return math.nan
         if self.type == "category":
-            try:
-                return float(self.values.index(value))
-            except ValueError:
-                return math.nan
+            return self.codes.get(value, math.nan)
         if self.type == "boolean":
             return 1.0 if value else 0.0
         return float(value)
