@@ -134,7 +134,7 @@ def test_no_first_class_requirement_when_one_condition_fails(engine: RulesEngine
 def test_recent_incident_boosts_recovery_points_old_or_none_excludes_them(engine: RulesEngine) -> None:
     recent = engine.evaluate(customer(last_incident_type="delay", last_incident_days=45.0))
     boost = only(recent, "boost", "bonus_points_recovery")
-    assert (boost.factor, boost.reason_code) == (3.0, "service_recovery")
+    assert (boost.factor, boost.reason_code) == (3.0, "recent_service_problem")
     assert "bonus_points_recovery" not in actions_of(recent, "exclude")
     for fact in (customer(last_incident_type="delay", last_incident_days=61.0), customer()):
         outcome = engine.evaluate(fact)
