@@ -47,6 +47,7 @@ TOUCHPOINTS = [
     pb.MOBILE_APP,
 ]
 TARGET_P50, TARGET_P99 = 1.5, 2.0
+NOTES_MARKER = "<!-- notes: kept by make bench -->"
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,11 @@ def main() -> int:
     table = render(rows, args.calls)
     print(table)
     if args.write:
-        args.write.write_text(table)
+        # Everything from the notes marker on is written by people, not by the benchmark: keep it.
+        notes = ""
+        if args.write.exists() and NOTES_MARKER in (old := args.write.read_text()):
+            notes = old[old.index(NOTES_MARKER) :]
+        args.write.write_text(table + "\n" + (notes or NOTES_MARKER + "\n"))
     return 0
 
 
