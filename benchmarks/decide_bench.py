@@ -37,15 +37,7 @@ from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
 from training.demo_model import load_or_train_demo_model
 from training.population import PERSONAS, generate_population
 
-TOUCHPOINTS = [
-    pb.CHECKIN_KIOSK,
-    pb.CHECKIN_AGENT,
-    pb.IVR,
-    pb.BRANCH_TELLER,
-    pb.CONTACT_CENTER,
-    pb.WEB,
-    pb.MOBILE_APP,
-]
+TOUCHPOINTS = [t for t in pb.Touchpoint.values() if t != pb.TOUCHPOINT_UNSPECIFIED]
 TARGET_P50, TARGET_P99 = 1.5, 2.0
 NOTES_MARKER = "<!-- notes: kept by make bench -->"
 

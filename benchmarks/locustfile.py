@@ -19,15 +19,7 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from training.population import PERSONAS
 
-TOUCHPOINTS = [
-    pb.CHECKIN_KIOSK,
-    pb.CHECKIN_AGENT,
-    pb.IVR,
-    pb.BRANCH_TELLER,
-    pb.CONTACT_CENTER,
-    pb.WEB,
-    pb.MOBILE_APP,
-]
+TOUCHPOINTS = [t for t in pb.Touchpoint.values() if t != pb.TOUCHPOINT_UNSPECIFIED]
 
 
 class DecisionUser(User):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 from decision.domain import Outcome, Touchpoint
 from decision.errors import InvalidArgument
@@ -14,6 +16,7 @@ REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 CONTEXT_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_CONTEXT_VALUE = 256
 MAX_ACTIONS = 20
+E = TypeVar("E", bound=enum.IntEnum)
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -31,12 +34,7 @@ def customer_id(value: str) -> str:
 
 
 def touchpoint(value: int) -> Touchpoint:
-    try:
-        return Touchpoint(value)
-    except ValueError:
-        accepted = ", ".join(t.name for t in Touchpoint)
-        got = "TOUCHPOINT_UNSPECIFIED (0)" if value == 0 else f"unknown value {value}"
-        raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {got}") from None
+    return _member("touchpoint", Touchpoint, value)
 
 
 def touchpoint_name(value: str) -> Touchpoint:
@@ -84,18 +82,15 @@ def decision_id(value: str) -> str:
     return value
 
 
-def action_id(value: str, accepted: list[str]) -> str:
-    if value not in accepted:
-        raise InvalidArgument(
-            f"action_id: must be one of this decision's actions ({', '.join(accepted) or 'none'}); got {_shown(value)}"
-        )
-    return value
-
-
 def outcome(value: int) -> Outcome:
+    return _member("outcome", Outcome, value)
+
+
+def _member(field: str, kind: type[E], value: int) -> E:
+    """The enum member for a proto enum number; 0 (unspecified) and unknown numbers are refused."""
     try:
-        return Outcome(value)
+        return kind(value)
     except ValueError:
-        accepted = ", ".join(o.name for o in Outcome)
-        got = "OUTCOME_UNSPECIFIED (0)" if value == 0 else f"unknown value {value}"
-        raise InvalidArgument(f"outcome: must be one of {accepted}; got {got}") from None
+        accepted = ", ".join(m.name for m in kind)
+        got = f"{field.upper()}_UNSPECIFIED (0)" if value == 0 else f"unknown value {value}"
+        raise InvalidArgument(f"{field}: must be one of {accepted}; got {got}") from None
