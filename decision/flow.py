@@ -106,13 +106,14 @@ class DecisionFlow:
 
         # 3. Scoring: every eligible candidate in one model call.
         candidate_ids = [a.action_id for a in eligible.actions]
-        propensities = self.scorer.score(values, candidate_ids)
+        propensity = dict(zip(candidate_ids, self.scorer.score(values, candidate_ids).tolist(), strict=True))
 
         request_id = request.request_id or f"auto-{decision_id}"
         inputs = {"features": dict(record.raw), "context": dict(request.context)}
         unavailable: list[Suppression] = []
         while True:
             # 4. Arbitration, 5. explanation.
+            propensities = [propensity[a.action_id] for a in eligible.actions]
             ranking = arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts)
             ranked = ranking[: request.max_actions]
             decision = self._explain(
@@ -140,12 +141,10 @@ class DecisionFlow:
                     return replace(decision, **_degradation(degraded))
                 # Capacity cannot be taken safely without the log: offer what needs no stock instead.
                 self._drop(eligible, {c.action_id for c in claims}, "capacity_unavailable", unavailable)
-                propensities = self.scorer.score(values, [a.action_id for a in eligible.actions])
                 continue
             if committed.sold_out is None:
                 return committed.decision
             self._drop(eligible, {committed.sold_out.action_id}, "capacity_exhausted", unavailable)
-            propensities = self.scorer.score(values, [a.action_id for a in eligible.actions])
 
     def record_outcome(self, decision_id: str, action_id: str, outcome: Outcome) -> OutcomeReceipt:
         try:
