@@ -53,3 +53,26 @@ def test_outcome_is_recorded_from_the_command_line(service, capsys):
     )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["duplicate"] is False
+
+
+def test_load_then_report_an_incident_then_decide(service, redis_server, tmp_path, capsys):
+    csv = tmp_path / "profiles.csv"
+    csv.write_text("customer_id,domain,tier,predicted_ltv,last_name,title\ncli-gold-1,airline,gold,20000,Bianchi,Ms\n")
+    assert main(["load", str(csv), "--redis-url", redis_server.url]) == 0
+    assert "loaded 1 profiles" in capsys.readouterr().out
+
+    incident = "--customer cli-gold-1 --type ife_broken --flight AZ604 --long-haul".split()
+    assert main(["incident", "--redis-url", redis_server.url, *incident]) == 0
+    assert "incident ife_broken recorded for cli-gold-1" in capsys.readouterr().out
+
+    decide = "--customer cli-gold-1 --touchpoint CHECKIN_KIOSK --context flight=AZ9100 --json".split()
+    assert main(["decide", "--target", service.grpc.target, *decide]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["actions"][0]["action_id"] == "upgrade_first_class"
+    assert "AZ604" in decision["follow_ups"][0]["text"]
+
+
+def test_incident_refuses_an_unknown_type(redis_server, capsys):
+    code = main(["incident", "--redis-url", redis_server.url, "--customer", "c1", "--type", "volcano"])
+    assert code == 2
+    assert "--type: must be one of none, ife_broken" in capsys.readouterr().err
