@@ -61,11 +61,11 @@ def test_load_then_report_an_incident_then_decide(service, redis_server, tmp_pat
     assert main(["load", str(csv), "--redis-url", redis_server.url]) == 0
     assert "loaded 1 profiles" in capsys.readouterr().out
 
-    incident = "--customer cli-gold-1 --type ife_broken --flight AZ604 --long-haul".split()
+    incident = ["--customer", "cli-gold-1", "--type", "ife_broken", "--flight", "AZ604", "--long-haul"]
     assert main(["incident", "--redis-url", redis_server.url, *incident]) == 0
     assert "incident ife_broken recorded for cli-gold-1" in capsys.readouterr().out
 
-    decide = "--customer cli-gold-1 --touchpoint CHECKIN_KIOSK --context flight=AZ9100 --json".split()
+    decide = ["--customer", "cli-gold-1", "--touchpoint", "CHECKIN_KIOSK", "--context", "flight=AZ9100", "--json"]
     assert main(["decide", "--target", service.grpc.target, *decide]) == 0
     decision = json.loads(capsys.readouterr().out)
     assert decision["actions"][0]["action_id"] == "upgrade_first_class"
