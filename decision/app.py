@@ -77,7 +77,7 @@ class Service:
         embedded = None
         redis_url = settings.redis_url
         if not redis_url:
-            embedded = RedisServer(Path(settings.data_dir) / "redis").start()
+            embedded = RedisServer(Path(settings.data_dir) / "redis", fsync=settings.redis_fsync).start()
             redis_url = embedded.url
             log.info("embedded Redis started at %s", redis_url)
         try:

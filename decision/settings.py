@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
 
     redis_retry_after_ms: float = Field(1000.0, ge=0)
     """After a Redis failure, decide without Redis for this long before trying it again (no per-call waits)."""
+
+    redis_fsync: Literal["everysec", "always"] = "everysec"
+    """Embedded Redis only: "always" puts every write on disk before Redis acknowledges it (no acknowledged
+    outcome lost even on power loss, at the cost of a disk flush per write); "everysec" may lose the last
+    second on power loss, never on a crash of the service or of Redis itself."""
 
     data_dir: Path = Path(".nba-data")
     """Where the embedded Redis keeps its data (append-only file) and the demo model lives."""
