@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import durable_rules_engine
+import orjson
 
 from features.schema import FeatureSchema
 from rules.compiler import FACT_MARKER, CompiledRule, DirectiveTemplate, RuleFileError, compile_policies
@@ -161,6 +162,27 @@ class RulesEngine:
 
     def _encode(self, session: str, fact: Mapping[str, object]) -> str:
         """The fact as durable's C parser reads it: one JSON object, only the keys conditions read."""
+        # Fast path, orjson: text unescaped (durable does not decode \u escapes), true/false, exact integers.
+        # Anything it could write in a way durable misreads (an exponent after a whole mantissa, "1e-5", for
+        # tiny or huge floats; subclasses such as IntEnum) takes the exact path below instead.
+        members: dict[str, object] = {FACT_MARKER: 1, "sid": session}
+        for key, _ in self._fact_keys:
+            value = fact.get(key)
+            if value is None:
+                continue
+            kind = value.__class__
+            if isinstance(value, float) and kind is float:
+                if not math.isfinite(value):
+                    continue  # JSON has no NaN or infinity: an absent field
+                if value != 0.0 and not 1e-4 <= abs(value) < 1e15:
+                    return self._encode_exactly(session, fact)
+            elif kind is not str and kind is not int and kind is not bool:
+                return self._encode_exactly(session, fact)
+            members[key] = value
+        return orjson.dumps(members).decode()
+
+    def _encode_exactly(self, session: str, fact: Mapping[str, object]) -> str:
+        """The fact as JSON, value by value, written the way durable's parser reads every one of them."""
         members = [f'"{FACT_MARKER}":1', f'"sid":"{session}"']
         for key, encoded_key in self._fact_keys:
             value = fact.get(key)
