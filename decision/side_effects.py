@@ -19,6 +19,8 @@ Key layout (prefix "nba:" by default):
   decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
   capacity:{action_id}:{pool}       units left in a pool (e.g. a flight); created from the catalogue on first use
   outcome:{decision_id}:{action_id} the outcome's stream id, so a retried outcome is not stored twice
+  contact:{customer_id}             the contact history contact policies count: offers made and follow-ups
+                                    sent (written with the decision), declines (written with the outcome)
   log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -39,11 +42,13 @@ import orjson
 import redis
 
 from decision.domain import (
+    ChannelAdvice,
     Decision,
     Explanation,
     FeatureContribution,
     FeatureFreshness,
     FollowUp,
+    OpenItem,
     Outcome,
     OutcomeReceipt,
     RankedAction,
@@ -51,6 +56,8 @@ from decision.domain import (
     Suppression,
     Touchpoint,
 )
+from features.memory_store import MemoryOnlineStore
+from features.online_store import Contact
 from features.redis_store import CircuitBreaker, KeyLayout
 
 log = logging.getLogger(__name__)
@@ -115,37 +122,47 @@ class DecisionLog(abc.ABC):
 
 
 _COMMIT = """
--- KEYS: decision, decisions stream, follow-ups stream, capacity keys...
+-- KEYS: decision, decisions stream, follow-ups stream, contact history, capacity keys...
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
---       capacity default units (one per capacity key)
+--       capacity default units (one per capacity key), decided at (epoch s), history seconds, contact members...
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local n_fields = tonumber(ARGV[3])
 local n_follow = tonumber(ARGV[4 + n_fields])
 local first_units = 5 + n_fields + n_follow
-local n_claims = #KEYS - 3
+local n_claims = #KEYS - 4
 for i = 1, n_claims do
-  local left = redis.call('GET', KEYS[3 + i])
+  local left = redis.call('GET', KEYS[4 + i])
   if left == false then left = ARGV[first_units + i - 1] end
   if tonumber(left) <= 0 then return {2, i} end
 end
 for i = 1, n_claims do
-  if redis.call('EXISTS', KEYS[3 + i]) == 0 then
-    redis.call('SET', KEYS[3 + i], ARGV[first_units + i - 1])
+  if redis.call('EXISTS', KEYS[4 + i]) == 0 then
+    redis.call('SET', KEYS[4 + i], ARGV[first_units + i - 1])
   end
-  redis.call('DECR', KEYS[3 + i])
+  redis.call('DECR', KEYS[4 + i])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4, 3 + n_fields))
 for i = 1, n_follow do
   redis.call('XADD', KEYS[3], '*', 'follow_up', ARGV[4 + n_fields + i])
 end
+local at_index = first_units + n_claims
+local at = tonumber(ARGV[at_index])
+local history = tonumber(ARGV[at_index + 1])
+if #ARGV > at_index + 1 then
+  for i = at_index + 2, #ARGV do
+    redis.call('ZADD', KEYS[4], at, ARGV[i])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', at - history)
+  redis.call('EXPIRE', KEYS[4], math.ceil(history))
+end
 return {1}
 """
 
 _OUTCOME = """
--- KEYS: decision, outcome marker, outcomes stream, declines set
--- ARGV: ttl, outcome name, at (epoch s), contact window (s), declines member, n fields, fields...
+-- KEYS: decision, outcome marker, outcomes stream, contact history
+-- ARGV: ttl, outcome name, at (epoch s), history seconds, contact member of a decline, n fields, fields...
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local previous = redis.call('GET', KEYS[2])
 if previous then return {0, previous} end
@@ -167,14 +184,14 @@ class RedisDecisionLog(DecisionLog):
         self,
         client: redis.Redis,
         ttl_s: int,
-        contact_window_s: float,
+        contact_history_s: float,
         key_prefix: str = "nba:",
         spool_path: Path | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self.contact_window_s = contact_window_s
+        self.contact_history_s = contact_history_s
         self.prefix = key_prefix
         self.keys = KeyLayout(key_prefix)
         self.decisions_stream = f"{key_prefix}log:decisions"
@@ -213,9 +230,21 @@ class RedisDecisionLog(DecisionLog):
             self.decision_key(decision.decision_id),
             self.decisions_stream,
             self.follow_ups_stream,
+            self.keys.contacts(decision.customer_id),
             *[f"{self.prefix}capacity:{c.action_id}:{c.pool}" for c in claims],
         ]
-        args = [record, self.ttl_s, len(fields), *fields, len(follow_ups), *follow_ups, *[c.units for c in claims]]
+        args = [
+            record,
+            self.ttl_s,
+            len(fields),
+            *fields,
+            len(follow_ups),
+            *follow_ups,
+            *[c.units for c in claims],
+            repr(decision.decided_at_ms / 1000.0),
+            self.contact_history_s,
+            *contact_members(decision),
+        ]
         try:
             reply = self._commit(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
@@ -240,6 +269,13 @@ class RedisDecisionLog(DecisionLog):
             # NX: a concurrent retry that was decided twice keeps the first decision for its outcomes
             pipe.set(self.decision_key(decision.decision_id), record, ex=self.ttl_s, nx=True)
             pipe.execute_command("XADD", self.decisions_stream, "*", *stream_fields(decision, record, inputs))
+            members = contact_members(decision)
+            if members:
+                at = decision.decided_at_ms / 1000.0
+                key = self.keys.contacts(decision.customer_id)
+                pipe.zadd(key, dict.fromkeys(members, at))
+                pipe.zremrangebyscore(key, "-inf", at - self.contact_history_s)
+                pipe.expire(key, math.ceil(self.contact_history_s))
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -287,14 +323,14 @@ class RedisDecisionLog(DecisionLog):
             self.decision_key(decision.decision_id),
             f"{self.prefix}outcome:{decision.decision_id}:{action_id}",
             self.outcomes_stream,
-            self.keys.declines(decision.customer_id),
+            self.keys.contacts(decision.customer_id),
         ]
         args: list[Any] = [
             self.ttl_s,
             outcome.name,
             repr(at),
-            self.contact_window_s,
-            f"{action_id}|{decision.decision_id}",
+            self.contact_history_s,
+            Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
             len(fields),
             *fields,
         ]
@@ -305,6 +341,64 @@ class RedisDecisionLog(DecisionLog):
         if int(reply[0]) == -1:
             raise DecisionNotFound(decision.decision_id)
         return OutcomeReceipt(outcome_id=str(reply[1]), duplicate=int(reply[0]) == 0)
+
+
+class MemoryDecisionLog(DecisionLog):
+    """The decision log of an offline run (rule scenarios, simulations): decisions, stock and outcomes in memory.
+
+    It keeps the log's contract, capacity included (a flight's seats run out here as they do in Redis), and
+    writes the contact history into the offline store, so contact policies see earlier offline decisions.
+    """
+
+    def __init__(self, store: MemoryOnlineStore | None = None, capacity_left: Mapping[str, int] | None = None):
+        self.store = store
+        self.decisions: dict[str, Decision] = {}
+        self.outcomes: list[tuple[str, str, Outcome]] = []
+        # "action_id" (every pool) or "action_id:pool" -> units left; a pool first used starts full
+        self.capacity_left = dict(capacity_left or {})
+        self._lock = threading.Lock()
+
+    def decision_key(self, decision_id: str) -> str:
+        return decision_id
+
+    def pending(self, decision_id: str) -> Decision | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
+        with self._lock:
+            if decision.decision_id in self.decisions:
+                return Committed(self.decisions[decision.decision_id], replayed=True)
+            left = {}
+            for claim in claims:
+                pool = f"{claim.action_id}:{claim.pool}"
+                units = self.capacity_left.get(pool, self.capacity_left.get(claim.action_id, claim.units))
+                if units <= 0:
+                    return Committed(decision, sold_out=claim)
+                left[pool] = units - 1
+            self.capacity_left.update(left)
+            self.decisions[decision.decision_id] = decision
+        if self.store is not None:
+            self.store.record_contacts(decision.customer_id, contact_events(decision), decision.decision_id)
+        return Committed(decision)
+
+    def find(self, decision_id: str) -> Decision:
+        with self._lock:
+            if decision_id not in self.decisions:
+                raise DecisionNotFound(decision_id)
+            return self.decisions[decision_id]
+
+    def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
+        with self._lock:
+            duplicate = any(d == decision.decision_id and a == action_id for d, a, _ in self.outcomes)
+            if not duplicate:
+                self.outcomes.append((decision.decision_id, action_id, outcome))
+        if outcome is Outcome.DECLINED and not duplicate and self.store is not None:
+            declined = Contact("declined", action_id, decision.touchpoint.name, at)
+            self.store.record_contacts(decision.customer_id, [declined], decision.decision_id)
+        return OutcomeReceipt(outcome_id=f"{decision.decision_id}:{action_id}", duplicate=duplicate)
 
 
 class BackgroundWriter:
@@ -381,6 +475,21 @@ class BackgroundWriter:
                         self.waiting.pop(decision.decision_id, None)
                     self._busy = False
                     self._wake.notify_all()
+
+
+def contact_events(decision: Decision) -> list[Contact]:
+    """What the decision adds to the customer's contact history: the offers made and the follow-ups sent.
+
+    Mandatory actions (service recovery) are not offers: contact policies neither count nor limit them.
+    """
+    at = decision.decided_at_ms / 1000.0
+    touchpoint = decision.touchpoint.name
+    events = [Contact("offered", a.action_id, touchpoint, at) for a in decision.actions if not a.mandatory]
+    return events + [Contact("sent", f.kind, touchpoint, at) for f in decision.follow_ups]
+
+
+def contact_members(decision: Decision) -> list[str]:
+    return [event.member(decision.decision_id) for event in contact_events(decision)]
 
 
 def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any]:
@@ -461,6 +570,8 @@ def decision_from_json(data: bytes | str) -> Decision:
         degraded_codes=tuple(d["degraded_codes"]),
         degraded_reason=d["degraded_reason"],
         follow_ups=tuple(FollowUp(**f) for f in d["follow_ups"]),
+        channel=ChannelAdvice(**d.get("channel", {})),
+        open_items=tuple(OpenItem(**i) for i in d.get("open_items", ())),
         decided_at_ms=d["decided_at_ms"],
         candidates={k: (v[0], v[1]) for k, v in d["candidates"].items()},
     )

@@ -16,6 +16,25 @@ class FeatureStoreUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Contact:
+    """One event of a customer's contact history: an action offered or declined, a follow-up sent."""
+
+    event: str  # offered | declined | sent
+    name: str  # the action id (offered, declined) or the follow-up kind (sent)
+    touchpoint: str  # where it happened (Touchpoint name)
+    at: float  # epoch seconds
+
+    def member(self, decision_id: str) -> str:
+        """How the event is stored: unique per decision, so a retried write counts once."""
+        return f"{self.event}|{self.name}|{self.touchpoint}|{decision_id}"
+
+    @classmethod
+    def parse(cls, member: str, at: float) -> Contact | None:
+        parts = member.split("|")
+        return cls(parts[0], parts[1], parts[2], at) if len(parts) == 4 else None
+
+
+@dataclass(frozen=True)
 class CustomerRecord:
     """One customer's stored features as read, before typing by the schema."""
 
@@ -23,8 +42,8 @@ class CustomerRecord:
     raw: Mapping[str, str] = field(default_factory=dict)
     # When the batch profile was written (epoch seconds); None when never written.
     written_at: float | None = None
-    # Declines per action inside the contact-policy window (only actions with at least one decline).
-    declines: Mapping[str, int] = field(default_factory=dict)
+    # The contact history inside the window asked for, oldest first.
+    contacts: tuple[Contact, ...] = ()
     # The value of the extra key asked for with ``read(..., also=key)``, None when absent.
     also: str | None = None
 
@@ -33,8 +52,8 @@ class OnlineStore(abc.ABC):
     """Customer features for real-time decisions."""
 
     @abc.abstractmethod
-    def read(self, customer_id: str, now: float, also: str | None = None) -> CustomerRecord:
-        """The customer's profile and contact history, in one round trip.
+    def read(self, customer_id: str, now: float, also: str | None = None, history_s: float = 0.0) -> CustomerRecord:
+        """The customer's profile and the last ``history_s`` seconds of contact history, in one round trip.
 
         ``also`` names one more key of the same backend to fetch in that round trip (the decision log's record
         of a request_id, so a retry is recognised without a second round trip).

@@ -1,8 +1,10 @@
-"""The Redis online store: one hash per customer profile, one sorted set of declines per customer.
+"""The Redis online store: one hash per customer profile, one sorted set of contact history per customer.
 
-Key layout (shared with the decision log, which records declines atomically with outcomes):
-  {prefix}customer:{id}            hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
-  {prefix}contact:{id}:declines    sorted set: member "{action_id}|{decision_id}", score = epoch seconds
+Key layout (shared with the decision log, which writes the contact history with decisions and outcomes):
+  {prefix}customer:{id}   hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
+  {prefix}contact:{id}    sorted set: member "{event}|{action or follow-up}|{touchpoint}|{decision_id}",
+                          score = epoch seconds; events older than contact_history_days are trimmed on
+                          write and the key expires when the customer has had no contact for that long
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
+from features.online_store import Contact, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 
 WRITTEN_AT = "_written_at"
 UPDATED_AT = "_updated_at"
@@ -29,7 +31,7 @@ class RedisStoreConfig:
     timeout_ms: float = 25.0
     retry_after_ms: float = 1000.0
     key_prefix: str = "nba:"
-    contact_window_days: float = 30.0
+    contact_history_days: float = 90.0  # the longest window a contact counter may read (rules/compiler.py)
     bulk_batch_size: int = 500
 
 
@@ -40,8 +42,8 @@ class KeyLayout:
     def customer(self, customer_id: str) -> str:
         return f"{self.prefix}customer:{customer_id}"
 
-    def declines(self, customer_id: str) -> str:
-        return f"{self.prefix}contact:{customer_id}:declines"
+    def contacts(self, customer_id: str) -> str:
+        return f"{self.prefix}contact:{customer_id}"
 
 
 def connect(config: RedisStoreConfig) -> redis.Redis:
@@ -110,26 +112,24 @@ class RedisOnlineStore(OnlineStore):
         self.keys = KeyLayout(config.key_prefix)
         self.breaker = breaker or CircuitBreaker(config.retry_after_ms / 1000.0)
 
-    def read(self, customer_id: str, now: float, also: str | None = None) -> CustomerRecord:
+    def read(self, customer_id: str, now: float, also: str | None = None, history_s: float = 0.0) -> CustomerRecord:
         if self.breaker.open:
             raise FeatureStoreUnavailable("feature store skipped after a recent failure")
-        window_start = now - self.config.contact_window_days * 86_400.0
+        # Only as far back as the rules' counters look: the common read carries no history at all.
+        window_start = now - min(history_s, self.config.contact_history_days * 86_400.0)
         commands: list[tuple[Any, ...]] = [
             ("HGETALL", self.keys.customer(customer_id)),
-            ("ZRANGEBYSCORE", self.keys.declines(customer_id), window_start, "+inf"),
+            ("ZRANGEBYSCORE", self.keys.contacts(customer_id), repr(window_start), "+inf", "WITHSCORES"),
         ]
         if also:
             commands.append(("GET", also))
         try:
-            profile_flat, declined, *rest = round_trip(self.client, *commands)
+            profile_flat, history, *rest = round_trip(self.client, *commands)
         except (redis.RedisError, OSError) as exc:
             self.breaker.failed()
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         self.breaker.succeeded()
-        declines: dict[str, int] = {}
-        for member in declined:
-            action_id = member.split("|", 1)[0]
-            declines[action_id] = declines.get(action_id, 0) + 1
+        contacts = _contacts(history) if history else ()
         also_value = rest[0] if rest else None
         # hiredis answers HGETALL as a flat list [field, value, ...] at this level of redis-py
         profile = (
@@ -138,16 +138,26 @@ class RedisOnlineStore(OnlineStore):
             else dict(zip(profile_flat[::2], profile_flat[1::2], strict=True))
         )
         if not profile:
-            return CustomerRecord(found=False, declines=declines, also=also_value)
+            return CustomerRecord(found=False, contacts=contacts, also=also_value)
         written = profile.pop(WRITTEN_AT, None) or profile.get(UPDATED_AT)
         profile.pop(UPDATED_AT, None)
         return CustomerRecord(
             found=True,
             raw=profile,
             written_at=float(written) if written else None,
-            declines=declines,
+            contacts=contacts,
             also=also_value,
         )
+
+    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], decision_id: str = "") -> None:
+        """Add events to a customer's contact history (an import of past contacts, a test's given history)."""
+        history = {c.member(decision_id or f"import-{i}"): c.at for i, c in enumerate(contacts)}
+        if history:
+            key = self.keys.contacts(customer_id)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(key, history)
+            pipe.expire(key, int(self.config.contact_history_days * 86_400))
+            pipe.execute()
 
     def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
         count = 0
@@ -174,3 +184,12 @@ class RedisOnlineStore(OnlineStore):
             self.client.hset(self.keys.customer(customer_id), mapping=mapping)
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc
+
+
+def _contacts(history: list[Any]) -> tuple[Contact, ...]:
+    """ZRANGEBYSCORE ... WITHSCORES as contacts; hiredis gives [member, score, ...] or [(member, score), ...]."""
+    pairs = (
+        history if history and isinstance(history[0], list | tuple) else zip(history[::2], history[1::2], strict=True)
+    )
+    parsed = (Contact.parse(member, float(score)) for member, score in pairs)
+    return tuple(contact for contact in parsed if contact is not None)

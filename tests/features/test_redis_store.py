@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.bulk_load import BulkLoadError, load_file
-from features.online_store import FeatureStoreUnavailable
+from features.online_store import Contact, FeatureStoreUnavailable
 from features.redis_server import RedisServer, free_port
 from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
 from features.schema import FeatureSchema
@@ -62,19 +62,32 @@ def test_real_time_update_keeps_the_batch_time(store: RedisOnlineStore) -> None:
     assert record.written_at == pytest.approx(batch_time)  # an incident does not make old features fresh
 
 
-def test_declines_are_counted_per_action_inside_the_window(store: RedisOnlineStore) -> None:
+def test_contact_history_is_read_as_far_back_as_asked(store: RedisOnlineStore) -> None:
     now = time.time()
-    key = store.keys.declines("d1")
-    store.client.zadd(
-        key,
-        {
-            "lounge_pass|a": now - 40 * 86_400,
-            "lounge_pass|b": now - 86_400,
-            "lounge_pass|c": now - 60,
-            "extra_bag|d": now - 60,
-        },
+    store.record_contacts(
+        "d1",
+        [
+            Contact("declined", "lounge_pass", "CHECKIN_KIOSK", now - 40 * 86_400),
+            Contact("declined", "lounge_pass", "CHECKIN_AGENT", now - 86_400),
+            Contact("offered", "extra_bag", "IVR", now - 60),
+        ],
+        decision_id="dec1",
     )
-    assert store.read("d1", now).declines == {"lounge_pass": 2, "extra_bag": 1}
+    month = store.read("d1", now, history_s=30 * 86_400).contacts
+    assert [(c.event, c.name, c.touchpoint) for c in month] == [
+        ("declined", "lounge_pass", "CHECKIN_AGENT"),
+        ("offered", "extra_bag", "IVR"),
+    ]
+    assert month[-1].at == pytest.approx(now - 60)
+    assert len(store.read("d1", now, history_s=100 * 86_400).contacts) == 3
+    assert store.read("d1", now).contacts == ()  # no counter asks: no history read
+    assert 0 < store.client.ttl(store.keys.contacts("d1")) <= 90 * 86_400  # expires by itself
+
+
+def test_a_stranger_in_the_contact_history_is_skipped(store: RedisOnlineStore) -> None:
+    now = time.time()
+    store.client.zadd(store.keys.contacts("d2"), {"not-a-contact": now - 5, "offered|fast_track|WEB|x": now - 1})
+    assert [c.name for c in store.read("d2", now, history_s=3600).contacts] == ["fast_track"]
 
 
 def test_unreachable_redis_fails_fast_and_then_is_skipped(tmp_path: Path) -> None:
