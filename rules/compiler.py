@@ -11,7 +11,11 @@ What ``field`` may name in a rule file, and the key it has in the fact handed to
 * a feature's derived name (``predicted_ltv``, ``last_incident_days``: timestamps as days since) -> the same;
 * ``touchpoint`` (one of :data:`TOUCHPOINTS`) -> ``touchpoint``;
 * ``context.<key>`` (text from the request) -> ``ctx_<key>``;
-* ``declines_30d.<action_id>`` (an integer) -> ``declines_30d__<action_id>``;
+* contact counters, read from the customer's contact history (kept 90 days, in Redis, expiring by itself):
+  ``declines_<N>d.<action_id>`` (refusals of the action), ``offers_<N>h`` / ``offers_<N>d`` (offers made at
+  any touchpoint; a visit is a few hours), ``offers_<N>d.<TOUCHPOINT>`` (offers made at that touchpoint),
+  ``offers_<N>d.<action_id>`` (times that action was offered), ``sent_<N>d.<follow_up>`` (follow-ups sent)
+  -> ``declines_30d__<action_id>``, ``offers_4h``, ``offers_1d__IVR``, ``sent_30d__card_renewal_reminder``;
 * ``known_customer`` (true or false) -> ``known_customer``.
 
 A field absent from the fact makes every comparison on it false, except ``exists: false``.
@@ -44,8 +48,10 @@ TOUCHPOINTS = (
 )
 CONTEXT_FIELD = "context."
 CONTEXT_KEY_PREFIX = "ctx_"
-DECLINES_FIELD = "declines_30d."
-DECLINES_KEY_PREFIX = "declines_30d__"
+# Contact counters: EVENT_<N>h|d[.<action, touchpoint or follow-up>]; the history behind them is kept 90 days.
+_COUNTER = re.compile(r"^(declines|offers|sent)_([1-9][0-9]*)([hd])(?:\.(.+))?$")
+COUNTER_EVENTS = {"declines": "declined", "offers": "offered", "sent": "sent"}
+MAX_COUNTER_WINDOW_S = 90 * 86_400
 KNOWN_CUSTOMER = "known_customer"
 TOUCHPOINT = "touchpoint"
 
@@ -58,9 +64,17 @@ EVERY_REQUEST = "every_request"  # the durable rule that matches every request f
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")
 _ORDERING = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
-VERBS = ("require", "exclude", "suppress", "boost", "set_language", "follow_up")
+VERBS = ("require", "exclude", "suppress", "boost", "set_language", "set_channel", "follow_up", "limit_offers")
+# The channels a follow-up or a campaign can go out by (the decision names one, S3).
+CHANNELS = ("sms", "email", "app", "phone", "branch", "web", "kiosk", "agent")
 _ACTION_VERBS = ("require", "exclude", "suppress", "boost")
-_EXTRA_KEYS = {"boost": ("by",), "follow_up": ("action",)}
+_EXTRA_KEYS = {
+    "require": ("otherwise",),
+    "boost": ("by",),
+    "follow_up": ("action", "channel"),
+    "limit_offers": ("counting",),
+}
+_DIRECTIVE_KEYS = ("reason", "by", "action", "channel", "counting", "otherwise")
 _RULE_KEYS = ("id", "description", "priority", "for_each_action", "when", "then")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _CONTEXT_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -84,6 +98,21 @@ class FieldType:
     key: str
     type: str  # number | integer | boolean | category | text
     values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A contact counter a rule reads: how many ``event`` contacts in the last ``window_s`` seconds.
+
+    ``name`` narrows it to one action (declined, offered) or follow-up kind (sent); ``touchpoint`` to offers
+    made there. Its value in the fact, under ``key``, is a whole number, 0 when there were none.
+    """
+
+    key: str
+    event: str  # declined | offered | sent
+    window_s: float
+    name: str = ""
+    touchpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +164,28 @@ class DirectiveTemplate:
     action_id: str = ""
     value: Template | None = None
     factor: float = 1.0
+    otherwise: str = ""  # require: the action required instead when this one cannot be given (sold out, ...)
+    channel: Template | None = None  # follow_up: the channel it goes out by (else the decision's channel)
+    limit: int = -1  # limit_offers: at most this many offers ...
+    counted: Counter | None = None  # ... counting the offers this counter has seen (None: this decision only)
+
+
+@dataclass(frozen=True)
+class Test:
+    """One condition as written: ``field`` (fact key ``key``) ``op`` ``expected``."""
+
+    field: str
+    key: str
+    op: str
+    expected: Any
+
+
+@dataclass(frozen=True)
+class Group:
+    """``all`` or ``any`` of conditions."""
+
+    kind: str  # all | any
+    items: tuple[Test | Group, ...]
 
 
 @dataclass(frozen=True)
@@ -149,6 +200,7 @@ class CompiledRule:
     description: str
     condition: Mapping[str, Any]  # durable's JSON condition on the fact, marker test included
     directives: tuple[DirectiveTemplate, ...]
+    when: Test | Group  # the conditions as written, for explaining why a rule did not match
 
 
 @dataclass(frozen=True)
@@ -159,6 +211,12 @@ class CompiledPolicies:
     version: str  # sha256 of the file names and bytes, 12 hex characters
     files: tuple[str, ...]
     fact_keys: frozenset[str]  # every fact key a condition reads: all durable needs to see of a fact
+    counters: tuple[Counter, ...] = ()  # every contact counter a condition or a limit reads
+
+    @property
+    def history_s(self) -> float:
+        """How far back the contact history must be read for these rules' counters."""
+        return max((counter.window_s for counter in self.counters), default=0.0)
 
     def ruleset_definition(self) -> dict[str, Any]:
         """durable's JSON ruleset definition: ``{"<position>:<name>": {"all": [{"m": condition}]}}``.
@@ -175,21 +233,34 @@ class CompiledPolicies:
         return definition
 
 
+@dataclass(frozen=True)
+class ReasonTexts:
+    """The reason codes the explanation templates have text for, each with its languages (messages.yaml)."""
+
+    languages: tuple[str, ...]
+    codes: Mapping[str, Collection[str]]
+    source: str = "messages.yaml"
+
+
 def compile_policies(
-    policy_dir: Path, known_actions: Collection[str], schema: FeatureSchema | None = None
+    policy_dir: Path,
+    known_actions: Collection[str],
+    schema: FeatureSchema | None = None,
+    reasons: ReasonTexts | None = None,
 ) -> CompiledPolicies:
     """Load, check and compile every ``*.yaml`` in ``policy_dir`` (in file-name order) into one ruleset.
 
     ``known_actions`` are the catalogue's action ids: directives may name only these, and ``for_each_action``
-    rules are expanded over them (in sorted order). Raises :class:`RuleFileError` naming the file, the rule
-    and the field or directive at fault.
+    rules are expanded over them (in sorted order). With ``reasons``, every directive's reason code must have a
+    text in every language. Raises :class:`RuleFileError` naming the file, the rule and the field or directive
+    at fault.
     """
     schema = schema or FeatureSchema.load()
     actions = tuple(sorted(known_actions))
     paths = sorted(Path(policy_dir).glob("*.yaml"))
     if not paths:
         raise RuleFileError(f"{policy_dir}: no *.yaml rule files")
-    fields = _Fields(schema, actions)
+    fields = _Fields(schema, actions, reasons)
     digest = hashlib.sha256()
     rules: list[CompiledRule] = []
     defined_in: dict[str, str] = {}
@@ -213,6 +284,7 @@ def compile_policies(
         version=digest.hexdigest()[:12],
         files=tuple(p.name for p in paths),
         fact_keys=fact_keys,
+        counters=tuple(sorted(fields.counters_used, key=lambda c: c.key)),
     )
 
 
@@ -261,6 +333,7 @@ def _compile_rule(raw: Any, file_name: str, order: int, fields: _Fields, actions
     for name, expanded in expansions:
         condition = {"$and": [{FACT_MARKER: 1}, _compile_when(expanded["when"], fields)]}
         directives = _compile_then(expanded["then"], fields)
+        when = _tree(expanded["when"], fields)
         compiled.append(
             CompiledRule(
                 rule_id=rule_id,
@@ -271,6 +344,7 @@ def _compile_rule(raw: Any, file_name: str, order: int, fields: _Fields, actions
                 description=description,
                 condition=condition,
                 directives=directives,
+                when=when,
             )
         )
     return compiled
@@ -306,6 +380,16 @@ def _compile_when(node: Any, fields: _Fields, path: str = "when") -> dict[str, A
             return compiled[0]
         return {"$and" if group == "all" else "$or": compiled}
     return _compile_test(node, fields, path)
+
+
+def _tree(node: dict[str, Any], fields: _Fields) -> Test | Group:
+    """A ``when`` already checked by _compile_when, as Test and Group objects."""
+    for kind in ("all", "any"):
+        if kind in node:
+            items = tuple(_tree(item, fields) for item in node[kind])
+            return items[0] if len(items) == 1 else Group(kind, items)
+    ((op, expected),) = ((key, value) for key, value in node.items() if key != "field")
+    return Test(node["field"], fields.resolve(node["field"]).key, op, expected)
 
 
 def _compile_test(node: dict[str, Any], fields: _Fields, path: str) -> dict[str, Any]:
@@ -399,7 +483,7 @@ def _compile_then(then: Any, fields: _Fields) -> tuple[DirectiveTemplate, ...]:
         if not isinstance(item, dict):
             raise _Problem(f"{path}: expected a directive such as {{exclude: ACTION, reason: CODE}}")
         verbs = [key for key in item if key in VERBS]
-        others = [str(key) for key in item if key not in VERBS and key not in ("reason", "by", "action")]
+        others = [str(key) for key in item if key not in VERBS and key not in _DIRECTIVE_KEYS]
         if others:
             raise _Problem(f"{path}: unknown directive {others[0]!r}; directives are {', '.join(VERBS)}")
         if len(verbs) != 1:
@@ -416,6 +500,7 @@ def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[Directi
     reason = item.get("reason")
     if not isinstance(reason, str) or not _ID.match(reason):
         raise _Problem(f"needs 'reason': a reason code in lower_case, got {reason!r}")
+    fields.check_reason(reason)
     allowed = {"reason", verb, *_EXTRA_KEYS.get(verb, ())}
     extra = sorted(set(item) - allowed)
     if extra:
@@ -431,25 +516,58 @@ def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[Directi
         ids = target if isinstance(target, list) else [target]
         if not ids:
             raise _Problem("names no action")
+        otherwise = fields.action(item["otherwise"]) if "otherwise" in item else ""
+        if otherwise and otherwise in ids:
+            raise _Problem(f"'otherwise' must name another action than the one required, got {otherwise!r}")
         return [
-            DirectiveTemplate(kind=verb, reason_code=reason, action_id=fields.action(a), factor=factor) for a in ids
+            DirectiveTemplate(
+                kind=verb, reason_code=reason, action_id=fields.action(a), factor=factor, otherwise=otherwise
+            )
+            for a in ids
         ]
-    if verb == "set_language":
+    if verb in ("set_language", "set_channel"):
         if not isinstance(target, str) or not target:
-            raise _Problem(f"expected a language or a {{field}} template, got {target!r}")
-        return [DirectiveTemplate(kind=verb, reason_code=reason, value=Template.parse(target, fields.resolve))]
-    # follow_up: the kind of follow-up (its text lives in messages.yaml) for one action
+            what = "language" if verb == "set_language" else "channel"
+            raise _Problem(f"expected a {what} or a {{field}} template, got {target!r}")
+        value = Template.parse(target, fields.resolve)
+        if verb == "set_channel":
+            fields.check_channel(value)
+        return [DirectiveTemplate(kind=verb, reason_code=reason, value=value)]
+    if verb == "limit_offers":
+        if isinstance(target, bool) or not isinstance(target, int) or target < 0:
+            raise _Problem(f"expected the largest number of offers, a whole number >= 0, got {target!r}")
+        counted = None
+        if "counting" in item:
+            counting = item["counting"]
+            field = fields.resolve(counting) if isinstance(counting, str) else None
+            counted = fields.counter(field.key) if field is not None else None
+            if counted is None or counted.event != "offered":
+                raise _Problem(
+                    f"'counting' names the offers already made, such as offers_4h (a visit) or offers_1d.IVR; "
+                    f"got {counting!r}"
+                )
+        return [DirectiveTemplate(kind=verb, reason_code=reason, limit=target, counted=counted)]
+    # follow_up: the kind of follow-up (its text lives in messages.yaml), for one of the actions if any are named
     if not isinstance(target, str) or not _ID.match(target):
         raise _Problem(f"expected a follow-up kind such as apology_letter, got {target!r}")
-    if "action" not in item:
-        raise _Problem("needs 'action': the action the follow-up belongs to")
+    channel = None
+    if "channel" in item:
+        if not isinstance(item["channel"], str):
+            raise _Problem(f"'channel' is a channel or a {{field}} template, got {item['channel']!r}")
+        channel = Template.parse(item["channel"], fields.resolve)
+        fields.check_channel(channel)
+    named = item.get("action", [])
+    ids = [fields.action(a) for a in (named if isinstance(named, list) else [named])] or [""]
+    # With several actions, the first one decided gets the follow-up (the upgrade, else the points instead).
     return [
         DirectiveTemplate(
             kind=verb,
             reason_code=reason,
-            action_id=fields.action(item["action"]),
+            action_id=action_id,
             value=Template.parse(target, fields.resolve),
+            channel=channel,
         )
+        for action_id in ids
     ]
 
 
@@ -457,9 +575,11 @@ def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[Directi
 
 
 class _Fields:
-    """What a rule file may name: features, touchpoint, context.*, declines_30d.*, known_customer, actions."""
+    """What a rule file may name: features, touchpoint, context.*, contact counters, known_customer, actions."""
 
-    def __init__(self, schema: FeatureSchema, actions: Sequence[str]) -> None:
+    def __init__(self, schema: FeatureSchema, actions: Sequence[str], reasons: ReasonTexts | None = None) -> None:
+        self._reasons = reasons
+        self._counters: dict[str, Counter] = {}
         self._actions = actions
         self._action_set = frozenset(actions)
         self._features: dict[str, FieldType] = {}
@@ -481,11 +601,10 @@ class _Fields:
             if not _CONTEXT_KEY.match(key):
                 raise _Problem("a context key is letters, digits and underscores")
             return FieldType(name, CONTEXT_KEY_PREFIX + key, "text")
-        if name.startswith(DECLINES_FIELD):
-            action = name[len(DECLINES_FIELD) :]
-            if action not in self._action_set:
-                raise _Problem(f"unknown action {action!r}; {self._known_actions(action)}")
-            return FieldType(name, DECLINES_KEY_PREFIX + action, "integer")
+        if counted := _COUNTER.match(name):
+            counter = self._counter(name, *counted.groups())
+            self._counters.setdefault(counter.key, counter)
+            return FieldType(name, counter.key, "integer")
         if name in self._timestamps:
             raise _Problem(f"a timestamp is compared as days since: use {self._timestamps[name]!r}")
         close = difflib.get_close_matches(name, list(self._features), n=3)
@@ -493,8 +612,55 @@ class _Fields:
         accepted = ", ".join(list(self._features)[:8])
         raise _Problem(
             f"unknown field; {hint}accepted fields are the features of features/schema.yaml "
-            f"({accepted}, ...), touchpoint, known_customer, context.<key> and declines_30d.<action>"
+            f"({accepted}, ...), touchpoint, known_customer, context.<key> and contact counters "
+            f"(declines_30d.<action>, offers_4h, offers_1d.<TOUCHPOINT>, sent_30d.<follow_up>)"
         )
+
+    def _counter(self, name: str, kind: str, count: str, unit: str, narrowed: str | None) -> Counter:
+        window_s = int(count) * (3600 if unit == "h" else 86_400)
+        if window_s > MAX_COUNTER_WINDOW_S:
+            raise _Problem("the contact history is kept 90 days: a counter's window is at most 90d")
+        key = name.replace(".", "__")
+        event = COUNTER_EVENTS[kind]
+        if narrowed is None:
+            if kind == "declines":
+                raise _Problem(f"say which action's declines: {name}.<action>")
+            return Counter(key, event, window_s)
+        if kind == "sent":
+            if not _ID.match(narrowed):
+                raise _Problem(f"expected a follow-up kind after the dot, such as {kind}_30d.apology_letter")
+            return Counter(key, event, window_s, name=narrowed)
+        if kind == "offers" and narrowed in TOUCHPOINTS:
+            return Counter(key, event, window_s, touchpoint=narrowed)
+        if narrowed not in self._action_set:
+            where = " or a touchpoint (" + ", ".join(TOUCHPOINTS) + ")" if kind == "offers" else ""
+            raise _Problem(f"unknown action {narrowed!r}{where}; {self._known_actions(narrowed)}")
+        return Counter(key, event, window_s, name=narrowed)
+
+    def counter(self, key: str) -> Counter | None:
+        return self._counters.get(key)
+
+    @property
+    def counters_used(self) -> list[Counter]:
+        return list(self._counters.values())
+
+    def check_channel(self, value: Template) -> None:
+        if value.is_literal and value.text not in CHANNELS:
+            raise _Problem(f"unknown channel {value.text!r}; channels are {', '.join(CHANNELS)}")
+
+    def check_reason(self, code: str) -> None:
+        """Every reason is said to someone: its text must exist in every language the service speaks."""
+        if self._reasons is None:
+            return
+        written = self._reasons.codes.get(code)
+        if written is None:
+            raise _Problem(
+                f"reason {code!r} has no text: add it under 'reasons:' in {self._reasons.source}, "
+                f"in {', '.join(self._reasons.languages)}"
+            )
+        missing = [language for language in self._reasons.languages if language not in written]
+        if missing:
+            raise _Problem(f"reason {code!r} has no text in {', '.join(missing)} in {self._reasons.source}")
 
     def action(self, action: Any) -> str:
         if not isinstance(action, str) or action not in self._action_set:

@@ -32,6 +32,7 @@ import logging
 import math
 import re
 import threading
+import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,20 @@ import durable_rules_engine
 import orjson
 
 from features.schema import FeatureSchema
-from rules.compiler import FACT_MARKER, CompiledRule, DirectiveTemplate, RuleFileError, compile_policies
+from rules.compiler import (
+    FACT_MARKER,
+    CompiledRule,
+    DirectiveTemplate,
+    ReasonTexts,
+    RuleFileError,
+    Template,
+    compile_policies,
+)
 
 __all__ = [
     "DEFAULT_POLICY_DIR",
     "Directive",
+    "ReasonTexts",
     "RuleEvaluationError",
     "RuleFileError",
     "RulesEngine",
@@ -69,13 +79,17 @@ _QUEUED_RULE = re.compile(r'\A\{\s*"(\d+):')
 class Directive:
     """What a fired rule asks of the decision."""
 
-    kind: str  # "require" | "exclude" | "suppress" | "boost" | "set_language" | "follow_up"
+    kind: str  # require | exclude | suppress | boost | set_language | set_channel | follow_up | limit_offers
     rule_id: str
     reason_code: str
-    action_id: str = ""  # require/exclude/suppress/boost/follow_up
-    value: str = ""  # the language for set_language; the follow-up kind (apology_letter) for follow_up
+    action_id: str = ""  # require/exclude/suppress/boost/follow_up ("" for a follow-up of no action)
+    value: str = ""  # the language, the channel, or the follow-up kind (apology_letter)
     factor: float = 1.0  # boost factor
     priority: int = 0
+    otherwise: str = ""  # require: the action required instead when this one cannot be given
+    channel: str = ""  # follow_up: the channel it goes out by ("" = the decision's channel)
+    limit: int = -1  # limit_offers: the largest number of offers ...
+    counted: str = ""  # ... less the count under this fact key (offers already made), if any
 
 
 @dataclass(frozen=True)
@@ -98,9 +112,16 @@ class RulesEngine:
     thread-safe and costs one durable ``assert_fact`` whatever the number of rules.
     """
 
-    def __init__(self, policy_dir: Path, known_actions: Collection[str], schema: FeatureSchema | None = None) -> None:
+    def __init__(
+        self,
+        policy_dir: Path,
+        known_actions: Collection[str],
+        schema: FeatureSchema | None = None,
+        reasons: ReasonTexts | None = None,
+    ) -> None:
         schema = schema or FeatureSchema.load()
-        policies = compile_policies(policy_dir, known_actions, schema)
+        policies = compile_policies(policy_dir, known_actions, schema, reasons)
+        self.policies = policies
         self.version: str = policies.version
         self.rule_ids: tuple[str, ...] = tuple(dict.fromkeys(rule.rule_id for rule in policies.rules))
         self._rules = policies.rules
@@ -114,6 +135,8 @@ class RulesEngine:
         with _DURABLE_LOCK:
             self._ruleset_name = f"nba_{self.version}_{next(_RULESET_NUMBERS)}"
             self._ruleset = durable_rules_engine.create_ruleset(self._ruleset_name, definition)
+        # A replaced engine (hot reload) gives its ruleset's memory back to durable once nothing uses it.
+        weakref.finalize(self, _delete_ruleset, self._ruleset)
         self._warm_up(schema)
 
     def evaluate(self, fact: Mapping[str, object]) -> RulesOutcome:
@@ -210,6 +233,11 @@ class RulesEngine:
             logger.warning("rules %s: warm-up evaluation: %s", self.version, error)
 
 
+def _delete_ruleset(ruleset: int) -> None:
+    with _DURABLE_LOCK:
+        durable_rules_engine.delete_ruleset(ruleset)
+
+
 def _json_value(key: str, value: object) -> str | None:
     """One fact value as JSON durable parses correctly; None (absent) for NaN and infinities."""
     if isinstance(value, str):
@@ -233,21 +261,16 @@ def _json_value(key: str, value: object) -> str | None:
 
 
 def _fixed_directives(rule: CompiledRule) -> tuple[Directive, ...] | None:
-    if any(template.value is not None and not template.value.is_literal for template in rule.directives):
-        return None
+    for template in rule.directives:
+        for text in (template.value, template.channel):
+            if text is not None and not text.is_literal:
+                return None
     return tuple(_render(rule, template, {}) for template in rule.directives)
 
 
 def _render(rule: CompiledRule, template: DirectiveTemplate, fact: Mapping[str, object]) -> Directive:
-    value = ""
-    if template.value is not None:
-        try:
-            value = template.value.fill(fact)
-        except KeyError as missing:
-            raise RuleEvaluationError(
-                f"{rule.file}: rule {rule.rule_id!r}: {template.kind} {template.value.text!r}: "
-                f"the fact has no {missing.args[0]!r}"
-            ) from None
+    value = _fill(rule, template, template.value, fact)
+    channel = _fill(rule, template, template.channel, fact)
     return Directive(
         kind=template.kind,
         rule_id=rule.rule_id,
@@ -256,4 +279,19 @@ def _render(rule: CompiledRule, template: DirectiveTemplate, fact: Mapping[str, 
         value=value,
         factor=template.factor,
         priority=rule.priority,
+        otherwise=template.otherwise,
+        channel=channel,
+        limit=template.limit,
+        counted=template.counted.key if template.counted is not None else "",
     )
+
+
+def _fill(rule: CompiledRule, template: DirectiveTemplate, text: Template | None, fact: Mapping[str, object]) -> str:
+    if text is None:
+        return ""
+    try:
+        return text.fill(fact)
+    except KeyError as missing:
+        raise RuleEvaluationError(
+            f"{rule.file}: rule {rule.rule_id!r}: {template.kind} {text.text!r}: the fact has no {missing.args[0]!r}"
+        ) from None

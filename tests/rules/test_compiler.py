@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from features.schema import FeatureSchema
-from rules.compiler import FACT_MARKER, CompiledPolicies, RuleFileError, compile_policies
+from rules.compiler import FACT_MARKER, CompiledPolicies, ReasonTexts, RuleFileError, compile_policies
 from rules.engine import DEFAULT_POLICY_DIR
 
 ACTIONS = tuple(yaml.safe_load((DEFAULT_POLICY_DIR.parent / "actions.yaml").read_text("utf-8"))["actions"])
@@ -27,9 +27,13 @@ def one_rule(when: str, then: str = "[{exclude: lounge_pass, reason: test}]", ru
 def test_the_shipped_policies_compile() -> None:
     policies = compile_policies(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA)
     assert policies.files == (
+        "campaigns.yaml",
+        "care.yaml",
+        "channel.yaml",
         "contact_policy.yaml",
         "eligibility.yaml",
         "language.yaml",
+        "recognition.yaml",
         "service_recovery.yaml",
     )
     ids = {rule.rule_id for rule in policies.rules}
@@ -141,6 +145,50 @@ ERRORS = {
             "lounge_pass",
         ],
     ),
+    "counter_of_an_unknown_touchpoint_or_action": (
+        one_rule("{all: [{field: offers_1d.KIOSK, gte: 2}]}"),
+        ["field 'offers_1d.KIOSK'", "unknown action 'KIOSK' or a touchpoint (CHECKIN_KIOSK"],
+    ),
+    "counter_window_past_the_kept_history": (
+        one_rule("{all: [{field: declines_120d.lounge_pass, gte: 2}]}"),
+        ["field 'declines_120d.lounge_pass'", "kept 90 days"],
+    ),
+    "declines_of_no_action": (
+        one_rule("{all: [{field: declines_30d, gte: 2}]}"),
+        ["field 'declines_30d'", "which action's declines"],
+    ),
+    "counter_compared_with_text": (
+        one_rule("{all: [{field: offers_4h, gte: many}]}"),
+        ["field 'offers_4h'", "'many' does not fit: this field is a whole number"],
+    ),
+    "limit_counting_something_else_than_offers": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{limit_offers: 2, counting: declines_1d.lounge_pass, reason: t}]"),
+        ["then[0] limit_offers", "'counting' names the offers already made"],
+    ),
+    "limit_not_a_number": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{limit_offers: two, reason: t}]"),
+        ["then[0] limit_offers", "a whole number >= 0, got 'two'"],
+    ),
+    "otherwise_the_same_action": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{require: lounge_pass, otherwise: lounge_pass, reason: t}]"),
+        ["then[0] require", "'otherwise' must name another action"],
+    ),
+    "otherwise_an_unknown_action": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{require: lounge_pass, otherwise: spa_day, reason: t}]"),
+        ["then[0] require", "unknown action 'spa_day'"],
+    ),
+    "otherwise_on_a_boost": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{boost: lounge_pass, by: 2, otherwise: fast_track, reason: t}]"),
+        ["then[0] boost", "does not take otherwise"],
+    ),
+    "unknown_channel": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{set_channel: pigeon, reason: t}]"),
+        ["then[0] set_channel", "unknown channel 'pigeon'", "sms"],
+    ),
+    "follow_up_by_an_unknown_channel": (
+        one_rule("{all: [{field: age, gt: 3}]}", "[{follow_up: apology_letter, channel: fax, reason: t}]"),
+        ["then[0] follow_up", "unknown channel 'fax'"],
+    ),
     "unknown_directive": (
         one_rule("{all: [{field: age, gt: 3}]}", "[{recommend: lounge_pass, reason: test}]"),
         ["then[0]", "unknown directive 'recommend'", "require, exclude"],
@@ -228,3 +276,44 @@ def test_version_follows_the_files_bytes_and_names(tmp_path: Path) -> None:
     assert compile_text(tmp_path, text.replace("gt: 3", "gt: 4")).version != first
     (tmp_path / "policy.yaml").unlink()
     assert compile_text(tmp_path, text, name="renamed.yaml").version != first
+
+
+def test_contact_counters_compile_to_fact_keys_and_are_listed_for_the_flow(tmp_path: Path) -> None:
+    policies = compile_text(
+        tmp_path,
+        one_rule(
+            "{all: [{field: offers_1d.IVR, gte: 1}, {field: sent_30d.apology_letter, lt: 1}]}",
+            "[{limit_offers: 3, counting: offers_4h, reason: t}, {exclude: lounge_pass, reason: t}]",
+        ),
+    )
+    assert policies.rules[0].condition["$and"][1] == {
+        "$and": [{"$gte": {"offers_1d__IVR": 1}}, {"$lt": {"sent_30d__apology_letter": 1}}]
+    }
+    by_key = {counter.key: counter for counter in policies.counters}
+    assert set(by_key) == {"offers_1d__IVR", "sent_30d__apology_letter", "offers_4h"}
+    assert (by_key["offers_1d__IVR"].event, by_key["offers_1d__IVR"].touchpoint) == ("offered", "IVR")
+    assert (by_key["sent_30d__apology_letter"].window_s, by_key["sent_30d__apology_letter"].name) == (
+        30 * 86_400,
+        "apology_letter",
+    )
+    assert by_key["offers_4h"].window_s == 4 * 3600
+    assert policies.history_s == 30 * 86_400  # the flow reads no further back than the longest counter
+    limit = policies.rules[0].directives[0]
+    assert (limit.kind, limit.limit, limit.counted) == ("limit_offers", 3, by_key["offers_4h"])
+
+
+def test_rules_without_counters_read_no_contact_history(tmp_path: Path) -> None:
+    policies = compile_text(tmp_path, one_rule("{all: [{field: age, gt: 3}]}"))
+    assert policies.counters == () and policies.history_s == 0
+
+
+def test_a_reason_without_text_in_every_language_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(one_rule("{all: [{field: age, gt: 3}]}", rule_id="r"), "utf-8")
+    languages = ("en", "it", "zh-Hant", "zh-Hans")
+    with pytest.raises(RuleFileError) as raised:
+        compile_policies(tmp_path, ACTIONS, SCHEMA, ReasonTexts(languages, {"other": languages}))
+    assert "policy.yaml: rule 'r': then[0] exclude: reason 'test' has no text" in str(raised.value)
+    assert "en, it, zh-Hant, zh-Hans" in str(raised.value)
+    with pytest.raises(RuleFileError, match=r"reason 'test' has no text in zh-Hant, zh-Hans in messages.yaml"):
+        compile_policies(tmp_path, ACTIONS, SCHEMA, ReasonTexts(languages, {"test": ("en", "it")}))
+    assert compile_policies(tmp_path, ACTIONS, SCHEMA, ReasonTexts(languages, {"test": languages})).rules
