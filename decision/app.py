@@ -9,18 +9,15 @@ from types import TracebackType
 
 import redis
 
-from decision.catalogue import Catalogue
-from decision.eligibility import EligibilityPolicy
-from decision.explanation import Narrator
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer
 from decision.server import DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
+from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
 from features.redis_server import RedisServer
 from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
 from features.schema import FeatureSchema
-from rules.engine import RulesEngine
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +28,23 @@ def store_config(settings: Settings, redis_url: str) -> RedisStoreConfig:
     )
 
 
+def rule_files(settings: Settings) -> RuleFiles:
+    return RuleFiles(settings.policy_dir, settings.catalogue_path, settings.messages_path)
+
+
 def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig) -> DecisionFlow:
     """The decision flow over a Redis client; every part built from settings, nothing global."""
     schema = FeatureSchema.load(settings.schema_path)
-    catalogue = Catalogue.load(settings.catalogue_path)
-    rules = RulesEngine(settings.policy_dir, catalogue.action_ids, schema)
-    narrator = Narrator(settings.messages_path, schema)
+    strategy = load_strategy(rule_files(settings), schema, LightGBMScorer(settings.model_dir, schema))
     breaker = CircuitBreaker(config.retry_after_ms / 1000.0)
     return DecisionFlow(
         store=RedisOnlineStore(client, config, breaker),
         schema=schema,
-        catalogue=catalogue,
-        eligibility=EligibilityPolicy(catalogue, rules, narrator.languages),
-        scorer=LightGBMScorer(settings.model_dir, schema),
-        narrator=narrator,
+        strategy=strategy,
         decision_log=RedisDecisionLog(
             client,
             ttl_s=settings.decision_ttl_s,
-            contact_window_s=config.contact_window_days * 86_400.0,
+            contact_history_s=config.contact_history_days * 86_400.0,
             key_prefix=config.key_prefix,
             spool_path=Path(settings.data_dir) / "decision-spool.jsonl",
             breaker=breaker,
@@ -70,6 +66,7 @@ class Service:
     client: redis.Redis
     flow: DecisionFlow
     grpc: GrpcServer
+    rules_watcher: StrategyWatcher
     embedded_redis: RedisServer | None = None
 
     @classmethod
@@ -91,10 +88,14 @@ class Service:
             if embedded is not None:
                 embedded.stop()
             raise
-        log.info("serving nba.v1.DecisionService on %s", server.target)
-        return cls(settings, redis_url, client, flow, server, embedded)
+        log.info("serving nba.v1.DecisionService on %s (rules %s)", server.target, flow.rules_version)
+        watcher = StrategyWatcher(
+            rule_files(settings), flow.schema, lambda: flow.strategy, flow.install, settings.rules_reload_s
+        ).start()
+        return cls(settings, redis_url, client, flow, server, watcher, embedded)
 
     def stop(self) -> None:
+        self.rules_watcher.stop()
         self.grpc.stop()
         self.flow.decision_log.close()
         self.client.close()

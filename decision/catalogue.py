@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,19 @@ from decision.domain import Touchpoint
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_CATALOGUE_PATH = RULES_DIR / "actions.yaml"
 DELIVERIES = ("agent", "screen", "voice")
+_ACTION_KEYS = (
+    "kind",
+    "value",
+    "lever",
+    "touchpoints",
+    "valid_from",
+    "valid_until",
+    "mandatory_only",
+    "capacity",
+    "title",
+    "messages",
+    "confirmation",
+)
 KINDS = ("service_recovery", "offer", "product", "retention", "care")
 
 
@@ -45,6 +58,8 @@ class Action:
     capacity: Capacity | None = None
     # Offered only when a rule requires it (e.g. a service-recovery upgrade), never on model score alone.
     mandatory_only: bool = False
+    # What a follow-up letter says was done, per language (optional; the title otherwise).
+    confirmations: Mapping[str, str] = field(default_factory=dict)
 
     def title(self, language: str) -> str:
         return self.titles.get(language) or self.titles["en"]
@@ -52,6 +67,19 @@ class Action:
     def message(self, language: str, delivery: str) -> str:
         texts = self.messages.get(language) or self.messages["en"]
         return texts.get(delivery) or self.messages["en"][delivery]
+
+    def confirmation(self, language: str) -> str:
+        return self.confirmations.get(language) or self.confirmations.get("en") or self.title(language)
+
+    def missing_texts(self, languages: list[str]) -> list[str]:
+        """The texts this action lacks in any of ``languages``: 'title.zh-Hans', 'messages.it.voice', ..."""
+        missing = [f"title.{language}" for language in languages if language not in self.titles]
+        for language in languages:
+            texts = self.messages.get(language, {})
+            missing += [f"messages.{language}.{d}" for d in DELIVERIES if d not in texts]
+        if self.confirmations:
+            missing += [f"confirmation.{language}" for language in languages if language not in self.confirmations]
+        return missing
 
     def is_valid_on(self, day: dt.date) -> bool:
         if self.valid_from is not None and day < self.valid_from:
@@ -94,6 +122,13 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
     where = f"{path.name}: action {action_id!r}"
     if not isinstance(spec, dict):
         raise CatalogueError(f"{where}: expected a mapping")
+    unknown = sorted(set(map(str, spec)) - set(_ACTION_KEYS))
+    if unknown:
+        raise CatalogueError(f"{where}: unknown key(s) {', '.join(unknown)}; an action has {', '.join(_ACTION_KEYS)}")
+    for key in ("value", "lever"):
+        number = spec.get(key, 0)
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise CatalogueError(f"{where}: {key} must be a number >= 0, got {number!r}")
     kind = spec.get("kind")
     if kind not in KINDS:
         raise CatalogueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
@@ -128,6 +163,7 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
         valid_until=_date(where, "valid_until", spec.get("valid_until")),
         capacity=capacity,
         mandatory_only=bool(spec.get("mandatory_only", False)),
+        confirmations={str(k): str(v) for k, v in (spec.get("confirmation") or {}).items()},
     )
 
 

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     messages_path: Path = Path(__file__).resolve().parent.parent / "rules" / "messages.yaml"
     """Greetings, reason texts and follow-up letter templates per language."""
 
+    rules_reload_s: float = Field(1.0, ge=0)
+    """How often the running service looks for changed rule files, catalogue or messages (seconds; 0 = never).
+    A change that compiles is live for the next decision; a bad one is refused and logged, the old rules serve."""
+
     feature_max_age_s: float = Field(7 * 86_400.0, gt=0)
     """A profile written longer ago than this is stale: the decision is flagged degraded (features_stale)."""
 

@@ -1,0 +1,169 @@
+"""The strategy: everything that decides, held as one value so that one decision never mixes two versions.
+
+A strategy is the action catalogue (values, levers, stock, texts), the rules (every policy file compiled into one
+durable-rules ruleset), the explanation templates and the model. The flow reads ``flow.strategy`` once at the
+start of a decision and uses only that; a reload replaces it whole, in one assignment, so a request in flight
+finishes on the strategy it started with.
+
+:class:`StrategyWatcher` is the hot reload business analysts rely on: it polls the rule files, and a change
+that loads and compiles becomes the strategy of the next decision; one that does not is refused, logged with
+the file, rule and field at fault, and the last good strategy keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from decision.catalogue import Catalogue, CatalogueError
+from decision.eligibility import EligibilityPolicy
+from decision.explanation import Narrator, NarratorError
+from decision.scoring import Scorer
+from features.schema import FeatureSchema
+from rules.engine import ReasonTexts, RuleFileError, RulesEngine
+
+log = logging.getLogger(__name__)
+
+# What a refused reload can raise: a rule file, the catalogue or the messages file is wrong, or unreadable.
+RELOAD_ERRORS = (RuleFileError, CatalogueError, NarratorError, OSError, ValueError)
+
+
+@dataclass(frozen=True)
+class RuleFiles:
+    """Where the business-owned files are: the policy directory, the action catalogue and the messages."""
+
+    policy_dir: Path
+    catalogue_path: Path
+    messages_path: Path
+
+    def paths(self) -> list[Path]:
+        return [*sorted(Path(self.policy_dir).glob("*.yaml")), Path(self.catalogue_path), Path(self.messages_path)]
+
+    def stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """Name, modification time and size of every file: cheap to take, and changes when a file does."""
+        stamps = []
+        for path in self.paths():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed between the listing and the stat: the next poll sees the directory as it is
+            stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(stamps)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """The catalogue, rules, texts and model one decision is made with."""
+
+    catalogue: Catalogue
+    eligibility: EligibilityPolicy
+    narrator: Narrator
+    scorer: Scorer
+
+    @property
+    def rules(self) -> RulesEngine:
+        return self.eligibility.rules
+
+    @property
+    def rules_version(self) -> str:
+        """Content hash of the policy files and of the explanation templates they speak through."""
+        return self.eligibility.version
+
+    def with_scorer(self, scorer: Scorer) -> Strategy:
+        """The same rules and texts with another model (a published model version)."""
+        return replace(self, scorer=scorer)
+
+
+def load_strategy(files: RuleFiles, schema: FeatureSchema, scorer: Scorer) -> Strategy:
+    """Load and check the catalogue, the messages and every rule file; raise one of RELOAD_ERRORS if any is bad."""
+    catalogue = Catalogue.load(files.catalogue_path)
+    narrator = Narrator(files.messages_path, schema)
+    for action in catalogue.actions.values():
+        missing = action.missing_texts(narrator.languages)
+        if missing:
+            raise CatalogueError(
+                f"{Path(files.catalogue_path).name}: action {action.action_id!r}: no text for {', '.join(missing)} "
+                f"(every action speaks the languages of {Path(files.messages_path).name})"
+            )
+    reasons = ReasonTexts(tuple(narrator.languages), narrator.reason_languages(), Path(files.messages_path).name)
+    rules = RulesEngine(files.policy_dir, catalogue.action_ids, schema, reasons)
+    version = hashlib.sha256(f"{rules.version}:{narrator.version}".encode()).hexdigest()[:12]
+    return Strategy(
+        catalogue=catalogue,
+        eligibility=EligibilityPolicy(catalogue, rules, narrator.languages, version=version),
+        narrator=narrator,
+        scorer=scorer,
+    )
+
+
+class StrategyWatcher:
+    """Reloads the strategy when a rule file, the catalogue or the messages change; refuses a bad change.
+
+    ``current`` reads the live strategy and ``install`` replaces it (the flow's attribute). ``check`` runs one
+    poll and is what the background thread calls every ``interval_s``; tests call it directly too.
+    """
+
+    def __init__(
+        self,
+        files: RuleFiles,
+        schema: FeatureSchema,
+        current: Callable[[], Strategy],
+        install: Callable[[Strategy], None],
+        interval_s: float = 1.0,
+    ) -> None:
+        self.files = files
+        self.schema = schema
+        self.current = current
+        self.install = install
+        self.interval_s = interval_s
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._stamp = files.stamp()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> bool:
+        """Reload if any file changed since the last look; True when a new strategy was installed."""
+        with self._lock:
+            stamp = self.files.stamp()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            live = self.current()
+            try:
+                strategy = load_strategy(self.files, self.schema, live.scorer)
+            except RELOAD_ERRORS as error:
+                self.last_error = str(error)
+                log.error("rules change refused, still serving rules %s: %s", live.rules_version, error)
+                return False
+            self.last_error = None
+            if strategy.rules_version == live.rules_version and strategy.catalogue.version == live.catalogue.version:
+                return False  # touched, not changed
+            self.install(strategy)
+            self.reloads += 1
+            log.info("rules %s live (were %s)", strategy.rules_version, live.rules_version)
+            return True
+
+    def start(self) -> StrategyWatcher:
+        if self.interval_s > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="nba-rules-watcher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # the watcher must outlive any surprise; the live strategy is untouched
+                log.exception("rules watcher: unexpected error; still serving the last good rules")
