@@ -122,6 +122,21 @@ class FollowUp:
     action_id: str
     language: str
     text: str
+    channel: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelAdvice:
+    channel: str = ""
+    reason_code: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    kind: str
+    text: str
+    detailed: bool
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,8 @@ class Decision:
     degraded_codes: tuple[str, ...] = ()
     degraded_reason: str = ""
     follow_ups: tuple[FollowUp, ...] = ()
+    channel: ChannelAdvice = ChannelAdvice()
+    open_items: tuple[OpenItem, ...] = ()
     decided_at_ms: int = 0
     # Every candidate that reached the model, for the decision log: action_id -> (propensity, score).
     candidates: Mapping[str, tuple[float, float]] = field(default_factory=dict)

@@ -2,23 +2,46 @@
 
 Order of precedence, strongest first:
   exclude (engagement policy: not eligible, not applicable, not suitable) removes an action, even a required one;
-  require makes an action mandatory: ranked first and immune to contact policy;
-  suppress (contact policy) removes a non-mandatory action;
+  require makes an action mandatory: ranked first and immune to contact policy; when a required action cannot
+    be given (excluded, not offered at this touchpoint, sold out) its ``otherwise`` action is required instead;
+  suppress and limit_offers (contact policy) remove non-mandatory actions;
   boost multiplies an action's priority.
+set_language and set_channel: the highest-priority rule's choice wins.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from decision.arbitration import Ranked
 from decision.catalogue import Action, Catalogue
 from decision.domain import RuleFired, Suppression, Touchpoint
+from features.online_store import Contact
+from rules.compiler import Counter
 from rules.engine import RulesEngine
 
 DEFAULT_LANGUAGE = "en"
+RECOVERY_FALLBACK = "recovery_fallback"
+
+
+@dataclass(frozen=True)
+class OfferLimit:
+    """At most ``remaining`` non-mandatory offers in this decision, set by a contact-policy rule."""
+
+    remaining: int
+    reason_code: str
+    rule_id: str
+
+
+@dataclass(frozen=True)
+class WantedFollowUp:
+    kind: str
+    action_id: str  # "" = not tied to an action: sent whatever is decided
+    channel: str  # "" = the decision's channel
+    reason_code: str
 
 
 @dataclass
@@ -32,36 +55,92 @@ class Eligible:
     suppressed: list[Suppression] = field(default_factory=list)
     rules_fired: list[RuleFired] = field(default_factory=list)
     language: str = DEFAULT_LANGUAGE
-    # (follow-up kind, action id): emitted only if that action is decided.
-    follow_ups: list[tuple[str, str]] = field(default_factory=list)
+    channel: str = ""
+    channel_reason: str = ""
+    follow_ups: list[WantedFollowUp] = field(default_factory=list)
+    offer_limit: OfferLimit | None = None
+    # A required action -> the action required instead when it cannot be given, with the reason and rule.
+    fallbacks: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # Actions a fallback may bring in: applicable here and not excluded (contact policy does not hold them back).
+    standby: dict[str, Action] = field(default_factory=dict)
+    # Held back by the offer limit in the latest ranking (see limit_offers).
+    held_back: list[Suppression] = field(default_factory=list)
 
+    def drop(self, action_ids: set[str], reason_code: str, source: str) -> None:
+        """Remove actions that cannot be given after all (sold out); their fallbacks, if any, step in."""
+        self.actions = [a for a in self.actions if a.action_id not in action_ids]
+        self.suppressed.extend(Suppression(a, reason_code, source) for a in sorted(action_ids))
+        for action_id in sorted(action_ids & self.mandatory):
+            self.mandatory.discard(action_id)
+            self.promote_fallback(action_id)
 
-def rules_fact(
-    values: Mapping[str, Any],
-    touchpoint: Touchpoint,
-    context: Mapping[str, str],
-    declines: Mapping[str, int],
-    action_ids: list[str],
-    known_customer: bool,
-) -> dict[str, Any]:
-    """The one fact the rules see: typed features, touchpoint, ctx_<key> context, declines_30d__<action>."""
-    fact: dict[str, Any] = {k: v for k, v in values.items() if v is not None and v != ""}
-    fact["touchpoint"] = touchpoint.name
-    fact["known_customer"] = known_customer
-    for key, value in context.items():
-        fact[f"ctx_{key}"] = value
-    for action_id in action_ids:
-        fact[f"declines_30d__{action_id}"] = declines.get(action_id, 0)
-    return fact
+    def promote_fallback(self, action_id: str) -> None:
+        if action_id not in self.fallbacks:
+            return
+        otherwise, reason_code, rule_id = self.fallbacks[action_id]
+        action = self.standby.get(otherwise)
+        if action is None:
+            return
+        self.suppressed = [s for s in self.suppressed if s.action_id != otherwise]
+        if otherwise not in {a.action_id for a in self.actions}:
+            self.actions.append(action)
+        self.mandatory.add(otherwise)
+        reasons = self.reasons.setdefault(otherwise, [])
+        for code in (reason_code, RECOVERY_FALLBACK):
+            if code not in reasons:
+                reasons.insert(len(reasons) if code == RECOVERY_FALLBACK else 0, code)
+        self.rules_fired.append(RuleFired(rule_id, "require", otherwise, RECOVERY_FALLBACK))
+
+    def limit_offers(self, ranking: Sequence[Ranked]) -> list[Ranked]:
+        """The ranking within the contact policy's offer limit; mandatory actions are never held back."""
+        self.held_back = []
+        if self.offer_limit is None:
+            return list(ranking)
+        kept, room = [], self.offer_limit.remaining
+        for ranked in ranking:
+            if ranked.mandatory:
+                kept.append(ranked)
+            elif room > 0:
+                kept.append(ranked)
+                room -= 1
+            else:
+                limit = self.offer_limit
+                self.held_back.append(Suppression(ranked.action.action_id, limit.reason_code, limit.rule_id))
+        return kept
 
 
 class EligibilityPolicy:
     """Applies the catalogue (touchpoint, validity window, mandatory-only) and the rules to the candidates."""
 
-    def __init__(self, catalogue: Catalogue, rules: RulesEngine, languages: list[str]) -> None:
+    def __init__(self, catalogue: Catalogue, rules: RulesEngine, languages: list[str], version: str = "") -> None:
         self.catalogue = catalogue
         self.rules = rules
         self.languages = languages
+        # The rules version decisions report: the rule files' hash, or (from load_strategy) rules and texts'.
+        self.version = version or rules.version
+        self.counters: tuple[Counter, ...] = rules.policies.counters
+        self.history_s: float = rules.policies.history_s
+        self._no_contacts = {counter.key: 0 for counter in self.counters}
+
+    def fact(
+        self,
+        values: Mapping[str, Any],
+        touchpoint: Touchpoint,
+        context: Mapping[str, str],
+        contacts: Sequence[Contact],
+        known_customer: bool,
+        now: float,
+    ) -> dict[str, Any]:
+        """The one fact the rules see: typed features, touchpoint, ctx_<key> context, contact counters."""
+        fact: dict[str, Any] = {k: v for k, v in values.items() if v is not None and v != ""}
+        fact["touchpoint"] = touchpoint.name
+        fact["known_customer"] = known_customer
+        for key, value in context.items():
+            fact[f"ctx_{key}"] = value
+        fact.update(self._no_contacts)
+        if contacts:
+            fact.update(count_contacts(contacts, self.counters, now))
+        return fact
 
     def evaluate(self, fact: Mapping[str, Any], touchpoint: Touchpoint, today: dt.date) -> Eligible:
         outcome = self.rules.evaluate(fact)
@@ -69,9 +148,10 @@ class EligibilityPolicy:
         result = Eligible(actions=[])
         excluded: dict[str, Suppression] = {}
         suppressed: dict[str, Suppression] = {}
-        language_priority = None
-        for d in outcome.directives:
-            result.rules_fired.append(RuleFired(d.rule_id, d.kind, d.action_id or d.value, d.reason_code))
+        language_chosen = channel_chosen = False
+        for d in outcome.directives:  # highest priority first
+            target = d.action_id or d.value or (str(d.limit) if d.kind == "limit_offers" else "")
+            result.rules_fired.append(RuleFired(d.rule_id, d.kind, target, d.reason_code))
             if d.kind == "exclude":
                 excluded.setdefault(d.action_id, Suppression(d.action_id, d.reason_code, d.rule_id))
             elif d.kind == "suppress":
@@ -79,18 +159,30 @@ class EligibilityPolicy:
             elif d.kind == "require":
                 result.mandatory.add(d.action_id)
                 result.reasons.setdefault(d.action_id, []).append(d.reason_code)
+                if d.otherwise:
+                    result.fallbacks.setdefault(d.action_id, (d.otherwise, d.reason_code, d.rule_id))
             elif d.kind == "boost":
                 result.boosts[d.action_id] = result.boosts.get(d.action_id, 1.0) * d.factor
                 result.reasons.setdefault(d.action_id, []).append(d.reason_code)
             elif d.kind == "set_language":
-                # directives come highest priority first: the first supported language wins
-                if language_priority is None and d.value in self.languages:
-                    result.language, language_priority = d.value, d.priority
+                if not language_chosen and d.value in self.languages:
+                    result.language, language_chosen = d.value, True
+            elif d.kind == "set_channel":
+                if not channel_chosen and d.value and d.value != "none":
+                    result.channel, result.channel_reason, channel_chosen = d.value, d.reason_code, True
             elif d.kind == "follow_up":
-                result.follow_ups.append((d.value, d.action_id))
+                result.follow_ups.append(WantedFollowUp(d.value, d.action_id, d.channel, d.reason_code))
+            elif d.kind == "limit_offers":
+                remaining = max(0, d.limit - int(fact.get(d.counted, 0) or 0)) if d.counted else d.limit
+                if result.offer_limit is None or remaining < result.offer_limit.remaining:
+                    result.offer_limit = OfferLimit(remaining, d.reason_code, d.rule_id)
 
         applicable_ids = {a.action_id for a in applicable}
-        for action_id in sorted(result.mandatory - applicable_ids):
+        for action in applicable:
+            if action.action_id not in excluded:
+                result.standby[action.action_id] = action
+        unavailable = sorted(result.mandatory - applicable_ids)
+        for action_id in unavailable:
             result.suppressed.append(Suppression(action_id, "not_offered_at_touchpoint", "catalogue"))
         for action in applicable:
             aid = action.action_id
@@ -104,5 +196,25 @@ class EligibilityPolicy:
                 result.suppressed.append(suppressed[aid])
             else:
                 result.actions.append(action)
-        result.mandatory &= {a.action_id for a in result.actions}
+        given = {a.action_id for a in result.actions}
+        cannot_give = {aid for aid in result.mandatory if aid not in given}
+        result.mandatory &= given
+        for action_id in sorted(cannot_give):
+            result.promote_fallback(action_id)
         return result
+
+
+def count_contacts(contacts: Sequence[Contact], counters: Sequence[Counter], now: float) -> dict[str, int]:
+    """Each counter's value: the contacts of its event (and action, follow-up or touchpoint) inside its window."""
+    counts = {}
+    for counter in counters:
+        since = now - counter.window_s
+        counts[counter.key] = sum(
+            1
+            for contact in contacts
+            if contact.event == counter.event
+            and contact.at >= since
+            and (not counter.name or contact.name == counter.name)
+            and (not counter.touchpoint or contact.touchpoint == counter.touchpoint)
+        )
+    return counts

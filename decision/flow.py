@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from decision.arbitration import Ranked, arbitrate
 from decision.catalogue import Catalogue
 from decision.domain import (
+    ChannelAdvice,
     Decision,
     DecisionRequest,
     Explanation,
@@ -27,12 +28,9 @@ from decision.domain import (
     Outcome,
     OutcomeReceipt,
     RankedAction,
-    Suppression,
 )
-from decision.eligibility import EligibilityPolicy, Eligible, rules_fact
+from decision.eligibility import Eligible
 from decision.errors import InvalidArgument, NotFound, Unavailable
-from decision.explanation import Narrator
-from decision.scoring import Scorer
 from decision.side_effects import (
     CapacityClaim,
     DecisionLog,
@@ -40,6 +38,7 @@ from decision.side_effects import (
     DecisionNotFound,
     decision_from_json,
 )
+from decision.strategy import Strategy
 from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.schema import FeatureSchema
 
@@ -61,30 +60,34 @@ class DecisionFlow:
         *,
         store: OnlineStore,
         schema: FeatureSchema,
-        catalogue: Catalogue,
-        eligibility: EligibilityPolicy,
-        scorer: Scorer,
-        narrator: Narrator,
+        strategy: Strategy,
         decision_log: DecisionLog,
         limits: FlowLimits,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.schema = schema
-        self.catalogue = catalogue
-        self.eligibility = eligibility
-        self.scorer = scorer
-        self.narrator = narrator
+        # Replaced whole by a rules reload or a model publish; each decision reads it once (see decide).
+        self.strategy = strategy
         self.decision_log = decision_log
         self.limits = limits
         self.clock = clock
-        self.action_ids = catalogue.action_ids
+
+    def install(self, strategy: Strategy) -> None:
+        """Make ``strategy`` the one the next decision uses (one assignment: atomic for decisions in flight)."""
+        self.strategy = strategy
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.strategy.catalogue
 
     @property
     def rules_version(self) -> str:
-        return self.eligibility.rules.version
+        return self.strategy.rules_version
 
     def decide(self, request: DecisionRequest) -> Decision:
+        # One strategy for the whole decision, however the live one changes meanwhile: never mixed versions.
+        strategy = self.strategy
         now = self.clock()
         degraded: dict[str, str] = {}
 
@@ -94,42 +97,37 @@ class DecisionFlow:
             return earlier
 
         # 1. Features: the profile and contact history (and a retry's stored decision), in one round trip.
-        record = self._read_features(request, decision_id, degraded)
+        record = self._read_features(request, decision_id, strategy.eligibility.history_s, degraded)
         if record.also is not None:
             return decision_from_json(record.also)
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
         freshness = self._freshness(record, now, degraded)
 
         # 2. Eligibility: catalogue applicability and the rules (one durable-rules evaluation).
-        fact = rules_fact(values, request.touchpoint, request.context, record.declines, self.action_ids, record.found)
-        eligible = self.eligibility.evaluate(fact, request.touchpoint, dt.date.fromtimestamp(now))
+        policy = strategy.eligibility
+        fact = policy.fact(values, request.touchpoint, request.context, record.contacts, record.found, now)
+        eligible = policy.evaluate(fact, request.touchpoint, dt.date.fromtimestamp(now))
 
-        # 3. Scoring: every eligible candidate in one model call.
+        # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call.
         candidate_ids = [a.action_id for a in eligible.actions]
-        propensity = dict(zip(candidate_ids, self.scorer.score(values, candidate_ids).tolist(), strict=True))
+        candidate_ids += sorted(
+            {f for f, _, _ in eligible.fallbacks.values() if f in eligible.standby} - set(candidate_ids)
+        )
+        propensity = dict(zip(candidate_ids, strategy.scorer.score(values, candidate_ids).tolist(), strict=True))
 
         request_id = request.request_id or f"auto-{decision_id}"
         inputs = {"features": dict(record.raw), "context": dict(request.context)}
-        unavailable: list[Suppression] = []
         while True:
-            # 4. Arbitration, 5. explanation.
+            # 4. Arbitration within the contact policy's offer limit, 5. explanation.
             propensities = [propensity[a.action_id] for a in eligible.actions]
-            ranking = arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts)
+            ranking = eligible.limit_offers(
+                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts)
+            )
             ranked = ranking[: request.max_actions]
             decision = self._explain(
-                request,
-                decision_id,
-                request_id,
-                now,
-                values,
-                record.found,
-                eligible,
-                ranking,
-                ranked,
-                freshness,
-                degraded,
-                unavailable,
-            )
+                strategy, request, decision_id, request_id, now, values, record.found, eligible, ranking, ranked,
+                freshness, degraded,
+            )  # fmt: skip
             # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
             claims = self._claims(request, ranked)
             try:
@@ -140,11 +138,12 @@ class DecisionFlow:
                 if not claims:
                     return replace(decision, **_degradation(degraded))
                 # Capacity cannot be taken safely without the log: offer what needs no stock instead.
-                self._drop(eligible, {c.action_id for c in claims}, "capacity_unavailable", unavailable)
+                eligible.drop({c.action_id for c in claims}, "capacity_unavailable", "capacity")
                 continue
             if committed.sold_out is None:
                 return committed.decision
-            self._drop(eligible, {committed.sold_out.action_id}, "capacity_exhausted", unavailable)
+            # Sold out: the next best (a required upgrade's fallback, bonus points) takes its place.
+            eligible.drop({committed.sold_out.action_id}, "capacity_exhausted", "capacity")
 
     def record_outcome(self, decision_id: str, action_id: str, outcome: Outcome) -> OutcomeReceipt:
         try:
@@ -168,13 +167,15 @@ class DecisionFlow:
 
     # -- stages --------------------------------------------------------------------------------------------
 
-    def _read_features(self, request: DecisionRequest, decision_id: str, degraded: dict[str, str]) -> CustomerRecord:
+    def _read_features(
+        self, request: DecisionRequest, decision_id: str, history_s: float, degraded: dict[str, str]
+    ) -> CustomerRecord:
         if request.deadline is not None and request.deadline - time.monotonic() < self.limits.store_timeout_s:
             degraded["feature_store_skipped"] = "too little time left before the deadline to read features"
             return CustomerRecord(found=False)
         try:
             also = self.decision_log.decision_key(decision_id) if request.request_id else None
-            record = self.store.read(request.customer_id, self.clock(), also=also)
+            record = self.store.read(request.customer_id, self.clock(), also=also, history_s=history_s)
         except FeatureStoreUnavailable as exc:
             degraded["feature_store_unavailable"] = f"decided from the request context alone: {exc}"
             return CustomerRecord(found=False)
@@ -206,13 +207,9 @@ class DecisionFlow:
                 claims.append(CapacityClaim(r.action.action_id, pool, capacity.units))
         return claims
 
-    def _drop(self, eligible: Eligible, action_ids: set[str], reason: str, unavailable: list[Suppression]) -> None:
-        eligible.actions = [a for a in eligible.actions if a.action_id not in action_ids]
-        eligible.mandatory -= action_ids
-        unavailable.extend(Suppression(a, reason, "capacity") for a in sorted(action_ids))
-
     def _explain(
         self,
+        strategy: Strategy,
         request: DecisionRequest,
         decision_id: str,
         request_id: str,
@@ -224,17 +221,17 @@ class DecisionFlow:
         ranked: Sequence[Ranked],
         freshness: FeatureFreshness,
         degraded: dict[str, str],
-        unavailable: Sequence[Suppression],
     ) -> Decision:
         language = eligible.language
         touchpoint = request.touchpoint
-        fields = self.narrator.template_values(values, request.context, language)
-        greeting = self.narrator.greeting(fields, language, known)
+        narrator = strategy.narrator
+        fields = narrator.template_values(values, request.context, language, touchpoint, eligible.channel)
+        greeting = narrator.greeting(fields, language, known)
         top: list = []
         if ranked and self.limits.explain_top_features:
-            top = self.scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
-        features = self.narrator.contributions(top, values, language, touchpoint)
-        text, messages = self.narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
+            top = strategy.scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
+        features = narrator.contributions(top, values, language, touchpoint)
+        text, messages = narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
         actions = tuple(
             RankedAction(
                 action_id=r.action.action_id,
@@ -250,8 +247,12 @@ class DecisionFlow:
             )
             for i, r in enumerate(ranked)
         )
-        decided = {a.action_id for a in actions}
+        decided = {r.action.action_id: r.action for r in ranked}
         margin = ranking[0].priority - ranking[1].priority if len(ranking) > 1 else 0.0
+        channel = ChannelAdvice()
+        if eligible.channel:
+            reason = narrator.reason(eligible.channel_reason, fields, language)
+            channel = ChannelAdvice(eligible.channel, eligible.channel_reason, reason)
         return Decision(
             decision_id=decision_id,
             request_id=request_id,
@@ -265,14 +266,16 @@ class DecisionFlow:
                 greeting=greeting,
                 rules_fired=tuple(eligible.rules_fired),
                 top_features=tuple(features),
-                suppressed=tuple(eligible.suppressed) + tuple(unavailable),
+                suppressed=tuple(eligible.suppressed) + tuple(eligible.held_back),
                 ranking_margin=margin,
             ),
-            model_version=self.scorer.version,
-            rules_version=self.rules_version,
-            catalogue_version=self.catalogue.version,
+            model_version=strategy.scorer.version,
+            rules_version=strategy.rules_version,
+            catalogue_version=strategy.catalogue.version,
             features=freshness,
-            follow_ups=tuple(self.narrator.follow_ups(eligible.follow_ups, decided, fields, language)),
+            follow_ups=tuple(narrator.follow_ups(eligible.follow_ups, decided, fields, language, eligible.channel)),
+            channel=channel,
+            open_items=tuple(narrator.open_items(values, fields, language, touchpoint)),
             decided_at_ms=int(now * 1000),
             candidates={r.action.action_id: (r.propensity, r.priority) for r in ranking},
             **_degradation(degraded),

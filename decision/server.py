@@ -168,8 +168,11 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
         degraded_reason=d.degraded_reason,
         degraded_codes=d.degraded_codes,
         follow_ups=[
-            pb.FollowUp(kind=f.kind, action_id=f.action_id, language=f.language, text=f.text) for f in d.follow_ups
+            pb.FollowUp(kind=f.kind, action_id=f.action_id, language=f.language, text=f.text, channel=f.channel)
+            for f in d.follow_ups
         ],
+        channel=pb.ChannelAdvice(channel=d.channel.channel, reason_code=d.channel.reason_code, text=d.channel.text),
+        open_items=[pb.OpenItem(kind=i.kind, text=i.text, detailed=i.detailed) for i in d.open_items],
     )
 
 

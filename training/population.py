@@ -101,6 +101,7 @@ BANK_OPEN_PROBLEM_RATE = 0.03
 BANK_PENDING_APPLICATION_RATE = 0.02
 IN_ARREARS_BASE_RATE = 0.03
 OTHER_OPEN_PROBLEMS = ("address change not applied", "fee refund requested", "lost card replacement")
+COMPLAINT_TOPICS = ("rude staff at the gate", "a dirty cabin", "the wait at the transfer desk", "a refund delay")
 PENDING_APPLICATIONS = (
     "personal loan of 15,000 EUR",
     "mortgage of 220,000 EUR",
@@ -120,12 +121,38 @@ def generate_population(n: int = 10_000, seed: int = 7, now: float | None = None
         raise ValueError(f"n must be >= 0, got {n}")
     now = time.time() if now is None else float(now)
     rng = np.random.default_rng(seed)
+    # Contact habits, complaints and trip rhythm come from a stream of their own, so adding them left every
+    # other feature (and the models trained on them) as it was.
+    habits_rng = np.random.default_rng([seed, 1])
     customers = _personas(now)
     for index in range(1, n + 1):
         airline = rng.random() < AIRLINE_SHARE
         customer = _airline_passenger(rng, now) if airline else _bank_customer(rng, now)
+        customer |= _habits(habits_rng, customer, now)
         customers.append({"customer_id": f"cust-{index:06d}", **customer})
     return customers
+
+
+def _habits(rng: np.random.Generator, customer: Mapping[str, str], now: float) -> dict[str, str]:
+    """How the customer answers each channel, their latest complaint, card renewal and trip rhythm."""
+    preferred = customer["preferred_channel"]
+    digital = float(customer["digital_share"])
+    # The channel they answer best is usually, not always, the one they say they prefer (S3).
+    channels = ("sms", "email", "app", "phone", "branch", "web")
+    best = preferred if preferred in channels and rng.random() < 0.6 else _pick(rng, channels)
+    rate = _clip(rng.beta(2.0, 5.0) + (0.15 * digital if best in ("app", "web", "email") else 0.05), 0.0, 1.0)
+    fields = {"best_response_channel": best, "best_channel_response_rate": f"{rate:.4f}"}
+    if int(customer["complaints_12m"]) > 0:
+        fields["last_complaint"] = _epoch(now - float(rng.uniform(1, 300)) * SECONDS_PER_DAY)
+        fields["last_complaint_topic"] = _pick(rng, COMPLAINT_TOPICS)
+    if customer["domain"] == "bank" and customer["has_credit_card"] == "1":
+        fields["card_expires_in_days"] = str(int(rng.integers(0, 4 * 365)))
+    flights = int(customer["flights_12m"])
+    if customer["domain"] == "airline" and flights:
+        interval = 365.0 / flights
+        overdue = max(0, int(rng.exponential(interval) - interval))
+        fields |= {"trip_interval_days": f"{interval:.1f}", "trip_overdue_days": str(overdue)}
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -243,6 +270,13 @@ def _blank_profile() -> dict[str, str]:
         "in_arrears": "0",
         "profitability": "0.00",
         "digital_share": "0.5000",
+        "best_response_channel": "none",
+        "best_channel_response_rate": "0.0000",
+        "card_expires_in_days": "",
+        "last_complaint": "",
+        "last_complaint_topic": "",
+        "trip_interval_days": "0.0",
+        "trip_overdue_days": "0",
         "title": "",
         "first_name": "",
         "last_name": "",

@@ -150,19 +150,41 @@ class FeatureFreshness(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., age_ms: _Optional[int] = ..., stale: _Optional[bool] = ..., max_age_ms: _Optional[int] = ...) -> None: ...
 
 class FollowUp(_message.Message):
-    __slots__ = ("kind", "action_id", "language", "text")
+    __slots__ = ("kind", "action_id", "language", "text", "channel")
     KIND_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     kind: str
     action_id: str
     language: str
     text: str
-    def __init__(self, kind: _Optional[str] = ..., action_id: _Optional[str] = ..., language: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    channel: str
+    def __init__(self, kind: _Optional[str] = ..., action_id: _Optional[str] = ..., language: _Optional[str] = ..., text: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class ChannelAdvice(_message.Message):
+    __slots__ = ("channel", "reason_code", "text")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    reason_code: str
+    text: str
+    def __init__(self, channel: _Optional[str] = ..., reason_code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class OpenItem(_message.Message):
+    __slots__ = ("kind", "text", "detailed")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DETAILED_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    text: str
+    detailed: bool
+    def __init__(self, kind: _Optional[str] = ..., text: _Optional[str] = ..., detailed: _Optional[bool] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "actions", "explanation", "model_version", "rules_version", "features", "degraded", "degraded_reason", "degraded_codes", "follow_ups", "request_id", "catalogue_version")
+    __slots__ = ("decision_id", "actions", "explanation", "model_version", "rules_version", "features", "degraded", "degraded_reason", "degraded_codes", "follow_ups", "request_id", "catalogue_version", "channel", "open_items")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +197,8 @@ class DecideResponse(_message.Message):
     FOLLOW_UPS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ITEMS_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     explanation: Explanation
@@ -187,7 +211,9 @@ class DecideResponse(_message.Message):
     follow_ups: _containers.RepeatedCompositeFieldContainer[FollowUp]
     request_id: str
     catalogue_version: str
-    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., model_version: _Optional[str] = ..., rules_version: _Optional[str] = ..., features: _Optional[_Union[FeatureFreshness, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., degraded_codes: _Optional[_Iterable[str]] = ..., follow_ups: _Optional[_Iterable[_Union[FollowUp, _Mapping]]] = ..., request_id: _Optional[str] = ..., catalogue_version: _Optional[str] = ...) -> None: ...
+    channel: ChannelAdvice
+    open_items: _containers.RepeatedCompositeFieldContainer[OpenItem]
+    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., model_version: _Optional[str] = ..., rules_version: _Optional[str] = ..., features: _Optional[_Union[FeatureFreshness, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., degraded_codes: _Optional[_Iterable[str]] = ..., follow_ups: _Optional[_Iterable[_Union[FollowUp, _Mapping]]] = ..., request_id: _Optional[str] = ..., catalogue_version: _Optional[str] = ..., channel: _Optional[_Union[ChannelAdvice, _Mapping]] = ..., open_items: _Optional[_Iterable[_Union[OpenItem, _Mapping]]] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
     __slots__ = ("decision_id", "action_id", "outcome")
