@@ -1,4 +1,4 @@
-"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, train-demo."""
+"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, rules, train-demo."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 
-from decision import validation
+from decision import rules_commands, validation
 from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     incident.add_argument("--type", required=True, help="ife_broken, seat_broken, delay, lost_bag, card_dispute")
     incident.add_argument("--flight", default="")
     incident.add_argument("--long-haul", action="store_true")
+
+    rules_commands.add_parser(commands)
 
     train = commands.add_parser("train-demo", help="train the demo model on the simulated response history")
     train.add_argument("--out", type=Path, default=None, help="model directory (default: NBA_MODEL_DIR)")
@@ -230,6 +232,7 @@ COMMANDS = {
     "load": _load,
     "incident": _incident,
     "train-demo": _train_demo,
+    "rules": rules_commands.run,
 }
 
 if __name__ == "__main__":

@@ -59,6 +59,25 @@ def loaded_redis(redis_server: RedisServer, population: list[dict[str, str]]) ->
     return redis_server
 
 
+@pytest.fixture()
+def fresh_contact_history(loaded_redis: RedisServer) -> None:
+    """Forget every customer's contact history (offers made, declines): each test starts a new visit, so
+    the contact policy's offer limits do not carry over from one test to the next."""
+    client = redis.Redis.from_url(loaded_redis.url, decode_responses=True)
+    keys = list(client.scan_iter("nba:contact:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def forget_offers(client: redis.Redis, customer_id: str) -> None:
+    """Drop the offers from a customer's contact history (a new visit), keeping declines and follow-ups."""
+    key = f"nba:contact:{customer_id}"
+    offers = [m for m in client.zrange(key, 0, -1) if str(m).startswith("offered|")]
+    if offers:
+        client.zrem(key, *offers)
+
+
 def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
     return Settings(
         _env_file=None,

@@ -13,6 +13,9 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_store import RedisOnlineStore
+from tests.conftest import forget_offers
+
+pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
 
 def decide(stub: pb_grpc.DecisionServiceStub, customer: str, touchpoint: int, **context: str) -> pb.DecideResponse:
@@ -77,15 +80,21 @@ def test_s1_the_process_is_the_same_whatever_the_channel(stub, touchpoint, deliv
         assert flight not in reply.explanation.text  # IVR speaks no flight codes, just "today's flight"
 
 
-def test_s1_no_flight_in_context_means_no_upgrade_and_no_letter(stub):
+def test_s1_no_flight_to_upgrade_means_the_next_best_recovery_and_its_letter(stub):
     reply = decide(stub, "demo-ife-gold", pb.CHECKIN_KIOSK)
     assert "upgrade_first_class" not in [a.action_id for a in reply.actions]
-    assert not reply.follow_ups
     assert any(s.action_id == "upgrade_first_class" for s in reply.explanation.suppressed)
+    first = reply.actions[0]
+    assert (first.action_id, first.mandatory) == ("bonus_points_recovery", True)
+    assert first.reason_codes[0] == "service_recovery" and "recovery_fallback" in first.reason_codes
+    (letter,) = reply.follow_ups
+    assert (letter.kind, letter.action_id) == ("apology_letter", "bonus_points_recovery")
+    assert "5,000 bonus points" in letter.text and "First Class" not in letter.text
 
 
-def test_s2_italian_passenger_is_served_in_italian_everywhere(stub):
+def test_s2_italian_passenger_is_served_in_italian_everywhere(stub, redis_client):
     for touchpoint in (pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR):
+        forget_offers(redis_client, "demo-italian")  # a trip each: the visit's offer limit does not bite
         reply = decide(stub, "demo-italian", touchpoint, flight=fresh_flight())
         assert reply.explanation.language == "it"
         assert reply.explanation.greeting.startswith(("Che piacere", "Buongiorno"))
@@ -172,7 +181,7 @@ def test_stale_profile_is_reported(stub, service: Service):
     assert "features_stale" in reply.degraded_codes and "days old" in reply.degraded_reason
 
 
-def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub):
+def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub, redis_client):
     request = pb.DecideRequest(
         customer_id="demo-ife-gold",
         touchpoint=pb.CHECKIN_AGENT,
@@ -180,6 +189,7 @@ def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub):
         max_actions=20,
     )
     first = stub.Decide(request, timeout=5)
+    forget_offers(redis_client, "demo-ife-gold")  # the same inputs: the first answer's offers not counted
     second = stub.Decide(request, timeout=5)
     mandatory = [a.mandatory for a in first.actions]
     assert mandatory == sorted(mandatory, reverse=True)

@@ -12,7 +12,10 @@ import pytest
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from features.redis_store import RedisOnlineStore
+from tests.conftest import forget_offers
 from tests.integration.test_scenarios import fresh_flight
+
+pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
 
 def recovery_passengers(service: Service, count: int) -> list[str]:
@@ -85,8 +88,10 @@ def test_concurrent_check_ins_never_oversell_the_last_upgrade_seats(stub, servic
             assert ("upgrade_first_class", "capacity_exhausted") in {
                 (s.action_id, s.reason_code) for s in reply.explanation.suppressed
             }
-            assert "bonus_points_recovery" in [a.action_id for a in reply.actions]  # a recovery still offered
-            assert not reply.follow_ups  # no letter confirming an upgrade that did not happen
+            # the next best recovery instead, and a letter that confirms it, not the upgrade that did not happen
+            first = reply.actions[0]
+            assert (first.action_id, first.mandatory) == ("bonus_points_recovery", True)
+            assert [(f.kind, f.action_id) for f in reply.follow_ups] == [("apology_letter", "bonus_points_recovery")]
 
 
 def test_outcomes_are_stored_once_and_logged(stub, redis_client):
@@ -129,12 +134,14 @@ def test_an_offer_declined_twice_in_30_days_is_suppressed(stub, service):
         )
 
     for _ in range(2):
+        forget_offers(service.client, customer)  # visits on different days: only the declines count
         reply = ask()
         assert "lounge_pass" in [a.action_id for a in reply.actions]
         stub.RecordOutcome(
             pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id="lounge_pass", outcome=pb.DECLINED),
             timeout=5,
         )
+    forget_offers(service.client, customer)
     third = ask()
     assert "lounge_pass" not in [a.action_id for a in third.actions]
     assert ("lounge_pass", "declined_twice_30d") in {(s.action_id, s.reason_code) for s in third.explanation.suppressed}
