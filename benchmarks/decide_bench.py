@@ -30,6 +30,7 @@ import numpy as np
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks import rules_bench
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_server import RedisServer, free_port
@@ -126,7 +127,7 @@ def main() -> int:
             server.terminate()
             server.wait(timeout=10)
 
-    table = render(rows, args.calls)
+    table = render(rows, args.calls) + "\n" + rules_bench.render(rules_bench.measure(2000), 2000)
     print(table)
     if args.write:
         # Everything from the notes marker on is written by people, not by the benchmark: keep it.

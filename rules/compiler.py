@@ -60,7 +60,11 @@ TOUCHPOINT = "touchpoint"
 # negative tests (``exists: false``) matches that object, and under durable.engine, which rewrites the state
 # after each action, fires forever inside assert_fact (reproduced). A positive test on the marker prevents it.
 FACT_MARKER = "nba_request_fact"
-EVERY_REQUEST = "every_request"  # the durable rule that matches every request fact (see ruleset_definition)
+# durable reads at most 64 properties of a fact (error 302 beyond); the marker and the session id take two.
+MAX_FACT_FIELDS = 62
+# Rules per durable ruleset: durable refuses a fact that more than ~60 rules of one ruleset match at once.
+RULES_PER_RULESET = 50
+EVERY_REQUEST = "every_request"  # the durable rule that matches every request fact (see ruleset_definitions)
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")
 _ORDERING = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
@@ -218,19 +222,24 @@ class CompiledPolicies:
         """How far back the contact history must be read for these rules' counters."""
         return max((counter.window_s for counter in self.counters), default=0.0)
 
-    def ruleset_definition(self) -> dict[str, Any]:
-        """durable's JSON ruleset definition: ``{"<position>:<name>": {"all": [{"m": condition}]}}``.
+    def ruleset_definitions(self, chunk: int = RULES_PER_RULESET) -> list[dict[str, Any]]:
+        """durable's JSON ruleset definitions, ``chunk`` rules each: ``{"<position>:<name>": {"all": [...]}}``.
 
-        Rule names start with the rule's position in :attr:`rules`, so the engine finds a matched rule without
-        parsing the fact durable echoes back. One more rule, at position ``len(rules)``, matches every request
-        fact: durable's ``delete_state`` reads uninitialised memory when the session's fact matched no rule at
-        all (valgrind: ``deleteStateNode``; it crashes or corrupts the heap depending on what else is loaded),
-        so no fact may go unmatched. ``durable.engine.Host`` would also want a ``"run"`` callable per rule;
-        the engine reads matched rules straight from durable's C core instead (see rules/engine.py).
+        durable refuses a fact (error 303, a full stack of 64 in its C core) when more than about 60 of one
+        ruleset's rules match it at once (measured: 60 fine, 70 refused), so rules are split into rulesets of
+        ``chunk``: one assert per ruleset, one for the shipped rules. Rule names start with the rule's position
+        in :attr:`rules`, so the engine finds a matched rule without parsing the fact durable echoes back.
+        Each ruleset also has a rule that matches every request fact: durable's ``delete_state`` reads
+        uninitialised memory when the session's fact matched no rule at all (valgrind: ``deleteStateNode``; it
+        crashes or corrupts the heap depending on what else is loaded), so no fact may go unmatched.
         """
-        definition = {f"{i}:{rule.name}": {"all": [{"m": rule.condition}]} for i, rule in enumerate(self.rules)}
-        definition[f"{len(self.rules)}:{EVERY_REQUEST}"] = {"all": [{"m": {FACT_MARKER: 1}}]}
-        return definition
+        definitions = []
+        for start in range(0, max(len(self.rules), 1), chunk):
+            part = self.rules[start : start + chunk]
+            definition = {f"{start + i}:{rule.name}": {"all": [{"m": rule.condition}]} for i, rule in enumerate(part)}
+            definition[f"{len(self.rules)}:{EVERY_REQUEST}"] = {"all": [{"m": {FACT_MARKER: 1}}]}
+            definitions.append(definition)
+        return definitions
 
 
 @dataclass(frozen=True)
@@ -279,6 +288,11 @@ def compile_policies(
             defined_in[str(rule_id)] = path.name
             rules.extend(compiled)
     fact_keys = frozenset(key for rule in rules for key in _keys_of(rule.condition)) - {FACT_MARKER}
+    if len(fact_keys) > MAX_FACT_FIELDS:
+        raise RuleFileError(
+            f"{policy_dir}: the rules read {len(fact_keys)} different fields; durable-rules takes at most "
+            f"{MAX_FACT_FIELDS} per request (for_each_action counters count once per action)"
+        )
     return CompiledPolicies(
         rules=tuple(rules),
         version=digest.hexdigest()[:12],

@@ -71,7 +71,7 @@ _DURABLE_LOCK = threading.Lock()
 _RULESET_NUMBERS = itertools.count(1)
 # durable's assert_fact result code for "matched" (durable.engine.Ruleset._handle_result reads the same one).
 _MATCHED = 0
-# A matched rule as durable queues it: {"<position>:<name>":{"m":{...the fact...}}}; see ruleset_definition.
+# A matched rule as durable queues it: {"<position>:<name>":{"m":{...the fact...}}}; see ruleset_definitions.
 _QUEUED_RULE = re.compile(r'\A\{\s*"(\d+):')
 
 
@@ -131,12 +131,15 @@ class RulesEngine:
         self._fact_keys = tuple((key, json.dumps(key, ensure_ascii=False) + ":") for key in sorted(policies.fact_keys))
         # itertools.count is atomic under the GIL: unique session ids without taking the lock.
         self._session_numbers = itertools.count(1)
-        definition = json.dumps(policies.ruleset_definition(), ensure_ascii=False)
+        definitions = [json.dumps(d, ensure_ascii=False) for d in policies.ruleset_definitions()]
         with _DURABLE_LOCK:
-            self._ruleset_name = f"nba_{self.version}_{next(_RULESET_NUMBERS)}"
-            self._ruleset = durable_rules_engine.create_ruleset(self._ruleset_name, definition)
-        # A replaced engine (hot reload) gives its ruleset's memory back to durable once nothing uses it.
-        weakref.finalize(self, _delete_ruleset, self._ruleset)
+            number = next(_RULESET_NUMBERS)
+            self._rulesets = tuple(
+                durable_rules_engine.create_ruleset(f"nba_{self.version}_{number}_{i}", definition)
+                for i, definition in enumerate(definitions)
+            )
+        # A replaced engine (hot reload) gives its rulesets' memory back to durable once nothing uses them.
+        weakref.finalize(self, _delete_rulesets, self._rulesets)
         self._warm_up(schema)
 
     def evaluate(self, fact: Mapping[str, object]) -> RulesOutcome:
@@ -152,29 +155,42 @@ class RulesEngine:
         encoded = self._encode(session, fact)
         fired: list[tuple[CompiledRule, tuple[Directive, ...]]] = []
         with _DURABLE_LOCK:
-            # Asserting a fact (never posting an event) lets every matching rule fire, not just the first.
-            # Outside the try: an assert that fails leaves no session to delete (checked).
-            code, state = durable_rules_engine.assert_fact(self._ruleset, encoded)
-            try:
-                if code == _MATCHED:
-                    queued = durable_rules_engine.start_action_for_state(self._ruleset, state)
-                    matched = queued[1] if queued else None
-                    while matched:
-                        index = self._rule_index(matched)
-                        if index < len(self._rules):  # not the every-request rule
-                            fired.append((self._rules[index], self._directives(index, fact)))
-                        matched = durable_rules_engine.complete_and_start_action(self._ruleset, state)
-                else:
-                    # Cannot happen while the every-request rule matches every fact (see ruleset_definition).
-                    raise RuleEvaluationError(f"durable-rules answered code {code} to a fresh request fact")
-            finally:
-                # Always, even when a rule's directives raised: live sessions are capped at 1,024.
-                durable_rules_engine.delete_state(self._ruleset, session)
+            for ruleset in self._rulesets:  # one for up to RULES_PER_RULESET rules (see ruleset_definitions)
+                self._assert(ruleset, session, encoded, fact, fired)
         fired.sort(key=lambda item: (-item[0].priority, item[0].order))
         return RulesOutcome(
             directives=tuple(d for _, directives in fired for d in directives),
             fired=tuple(dict.fromkeys(rule.rule_id for rule, _ in fired)),
         )
+
+    def _assert(
+        self,
+        ruleset: int,
+        session: str,
+        encoded: str,
+        fact: Mapping[str, object],
+        fired: list[tuple[CompiledRule, tuple[Directive, ...]]],
+    ) -> None:
+        # Asserting a fact (never posting an event) lets every matching rule fire, not just the first.
+        # Outside the try: an assert that fails leaves no session to delete (checked).
+        try:
+            code, state = durable_rules_engine.assert_fact(ruleset, encoded)
+        except durable_rules_engine.error as error:
+            raise RuleEvaluationError(f"durable-rules refused the request fact: {error}") from None
+        try:
+            if code != _MATCHED:
+                # Cannot happen while the every-request rule matches every fact (see ruleset_definitions).
+                raise RuleEvaluationError(f"durable-rules answered code {code} to a fresh request fact")
+            queued = durable_rules_engine.start_action_for_state(ruleset, state)
+            matched = queued[1] if queued else None
+            while matched:
+                index = self._rule_index(matched)
+                if index < len(self._rules):  # not the every-request rule
+                    fired.append((self._rules[index], self._directives(index, fact)))
+                matched = durable_rules_engine.complete_and_start_action(ruleset, state)
+        finally:
+            # Always, even when a rule's directives raised: live sessions are capped at 1,024.
+            durable_rules_engine.delete_state(ruleset, session)
 
     def _rule_index(self, queued: str) -> int:
         match = _QUEUED_RULE.match(queued)
@@ -233,9 +249,10 @@ class RulesEngine:
             logger.warning("rules %s: warm-up evaluation: %s", self.version, error)
 
 
-def _delete_ruleset(ruleset: int) -> None:
+def _delete_rulesets(rulesets: tuple[int, ...]) -> None:
     with _DURABLE_LOCK:
-        durable_rules_engine.delete_ruleset(ruleset)
+        for ruleset in rulesets:
+            durable_rules_engine.delete_ruleset(ruleset)
 
 
 def _json_value(key: str, value: object) -> str | None:

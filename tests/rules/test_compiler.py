@@ -65,7 +65,7 @@ def test_a_rule_compiles_to_one_durable_condition_on_the_request_fact() -> None:
     }
     upgrade = next(r for r in policies.rules if r.rule_id == "upgrade_needs_economy_flight")
     assert upgrade.condition["$and"][1] == {"$or": [{"$nex": {"ctx_flight": 1}}, {"ctx_cabin": "first"}]}
-    definition = policies.ruleset_definition()
+    (definition,) = policies.ruleset_definitions()
     # one durable rule per compiled rule, plus the one that matches every request fact
     assert len(definition) == len(policies.rules) + 1
     assert all(list(spec) == ["all"] and len(spec["all"]) == 1 for spec in definition.values())

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.schema import FeatureSchema
-from rules.engine import DEFAULT_POLICY_DIR, Directive, RuleEvaluationError, RulesEngine, RulesOutcome
+from rules.engine import DEFAULT_POLICY_DIR, Directive, RuleEvaluationError, RuleFileError, RulesEngine, RulesOutcome
 
 ACTIONS = tuple(yaml.safe_load((DEFAULT_POLICY_DIR.parent / "actions.yaml").read_text("utf-8"))["actions"])
 SCHEMA = FeatureSchema.load()
@@ -477,3 +477,33 @@ def test_engines_on_different_policies_do_not_mix_results(tmp_path: Path) -> Non
             {"lounge_pass"},
         ]
     assert actions_of(RulesEngine(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA).evaluate(bank), "exclude") >= AIRLINE_OFFERS
+
+
+def test_hundreds_of_rules_matching_at_once_all_fire(tmp_path: Path) -> None:
+    # durable refuses a fact that more than ~60 rules of one ruleset match (error 303): rules are split.
+    lines = ["rules:"]
+    for i in range(200):
+        lines += [
+            f"  - id: rule_{i}",
+            f"    when: {{all: [{{field: age, gte: {i % 7}}}, {{field: balance, lt: {100_000 + i}}}]}}",
+            "    then: [{exclude: lounge_pass, reason: test}]",
+        ]
+    (tmp_path / "many.yaml").write_text("\n".join(lines) + "\n")
+    outcome = RulesEngine(tmp_path, ACTIONS, SCHEMA).evaluate({"age": 40, "balance": 10.0})
+    assert len(outcome.fired) == 200
+    assert RulesEngine(tmp_path, ACTIONS, SCHEMA).evaluate({"age": 3, "balance": 10.0}).fired == tuple(
+        f"rule_{i}" for i in range(200) if i % 7 <= 3
+    )
+
+
+def test_rules_reading_more_fields_than_durable_takes_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "wide.yaml").write_text(
+        "rules:\n"
+        + "".join(
+            f"  - id: wide_{i}\n    when: {{all: [{{field: context.key{i}, eq: x}}]}}\n"
+            "    then: [{exclude: lounge_pass, reason: test}]\n"
+            for i in range(70)
+        )
+    )
+    with pytest.raises(RuleFileError, match="the rules read 70 different fields; durable-rules takes at most 62"):
+        RulesEngine(tmp_path, ACTIONS, SCHEMA)
