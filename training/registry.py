@@ -33,6 +33,10 @@ class RegistryError(LookupError):
     """No such model version, or no model in a directory."""
 
 
+class VersionExists(RegistryError):
+    """A version of that id is already stored (versions are never rewritten)."""
+
+
 class Registry:
     """Model versions under one root directory."""
 
@@ -45,14 +49,16 @@ class Registry:
             raise RegistryError(f"invalid version id {version!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / version
-        if target.exists():
-            raise RegistryError(f"version {version} is already in {self.root}")
         staging = self.root / f".staging-{version}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         for name, text in files.items():
             (staging / name).write_text(text, encoding="utf-8")
-        os.replace(staging, target)  # atomic: readers see no version or the whole version
+        with self._locked():
+            if target.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+                raise VersionExists(f"version {version} is already in {self.root}")
+            os.rename(staging, target)  # atomic: readers see no version or the whole version
         self._update_index()
         return target
 

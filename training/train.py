@@ -29,7 +29,7 @@ from features.schema import FeatureSchema
 from training.artifact import ACTION_FEATURE
 from training.demo_model import auc, logloss
 from training.log_import import ImportedLog, LogError
-from training.registry import CARD_FILE, MODEL_FILE, Registry
+from training.registry import CARD_FILE, MODEL_FILE, Registry, VersionExists
 
 MIN_ROWS = 30
 
@@ -159,14 +159,14 @@ def train_model(
 
     fingerprint = log.fingerprint
     trained_at = dt.datetime.now(dt.UTC)
-    version = f"{trained_at:%Y%m%d-%H%M%S}-{hashlib.sha256((model_text + fingerprint).encode()).hexdigest()[:8]}"
+    stem = f"{trained_at:%Y%m%d-%H%M%S}-{hashlib.sha256((model_text + fingerprint).encode()).hexdigest()[:8]}"
     servable_reason = (
         "the log holds the service's feature schema and catalogue actions"
         if log.encoding.servable
         else "the log's own feature columns, not the service's feature schema: score and evaluate it offline only"
     )
-    card = {
-        "version": version,
+    card: dict[str, Any] = {
+        "version": stem,
         "feature_names": feature_names,
         "categorical_features": categorical,
         "actions": actions,
@@ -206,10 +206,15 @@ def train_model(
             "lightgbm_version": lgb.__version__,
         },
     }
-    return registry.add(
-        version,
-        {MODEL_FILE: model_text, CARD_FILE: json.dumps(card, indent=2, ensure_ascii=False) + "\n"},
-    )
+    # The same log trained twice in one second gives the same id: each training is still a version of its own.
+    for attempt in range(1, 1000):
+        card["version"] = stem if attempt == 1 else f"{stem}-{attempt}"
+        files = {MODEL_FILE: model_text, CARD_FILE: json.dumps(card, indent=2, ensure_ascii=False) + "\n"}
+        try:
+            return registry.add(card["version"], files)
+        except VersionExists:
+            continue
+    raise VersionExists(f"no free version id for {stem} in {registry.root}")
 
 
 def quality(outcomes: np.ndarray, predicted: np.ndarray, objective: str, part: str) -> dict[str, float | None]:

@@ -51,6 +51,12 @@ def demo_log(workdir: Path) -> Path:
     return write_table(simulate_decision_log(CUSTOMERS, 2, seed=11), workdir / "log.csv")
 
 
+@pytest.fixture(scope="module")
+def trained(workdir: Path, demo_log: Path) -> loop.Trained:
+    """The demo log's model, trained once through the Python API, in its own registry."""
+    return loop.train(demo_log, propensity_column="propensity", registry=workdir / "api-registry")
+
+
 def png_sizes(report: str) -> dict[str, tuple[int, int]]:
     """Each embedded figure's name and pixel size, decoded as a PNG."""
     import matplotlib.image
@@ -114,9 +120,8 @@ def test_the_whole_loop(capsys, workdir, demo_log):
     assert set(scored.column("chosen_by").to_pylist()) == {"rules"}
 
 
-def test_training_recovers_the_ground_truth(workdir, demo_log):
-    trained = loop.train(demo_log, propensity_column="propensity", registry=workdir / "truth-registry")
-    evaluation = loop.evaluate(trained.version, demo_log, registry=workdir / "truth-registry")
+def test_training_recovers_the_ground_truth(workdir, demo_log, trained):
+    evaluation = loop.evaluate(trained.directory, demo_log)
     held_out = evaluation.log.table.take(evaluation.rows)
     truth = true_probabilities(schema_values(held_out, FeatureSchema.load()), evaluation.candidates)
     rows = np.arange(len(evaluation.rows))
@@ -135,8 +140,7 @@ def test_training_recovers_the_ground_truth(workdir, demo_log):
     assert true_value > 2 * float(truth.mean())
 
 
-def test_the_trained_artifact_is_served_by_the_services_scorer_with_the_same_predictions(workdir, demo_log):
-    trained = loop.train(demo_log, propensity_column="propensity", registry=workdir / "serve-registry")
+def test_the_trained_artifact_is_served_by_the_services_scorer_with_the_same_predictions(demo_log, trained):
     schema = FeatureSchema.load()
     scorer = LightGBMScorer(trained.directory, schema)
     assert scorer.version == trained.version
@@ -147,9 +151,8 @@ def test_the_trained_artifact_is_served_by_the_services_scorer_with_the_same_pre
         np.testing.assert_allclose(scorer.score(values, artifact.actions), offline[i], rtol=1e-12)
 
 
-def test_scoring_a_population_decides_with_the_rules_at_a_touchpoint(capsys, workdir, demo_log):
-    registry = workdir / "population-registry"
-    version = loop.train(demo_log, propensity_column="propensity", registry=registry).version
+def test_scoring_a_population_decides_with_the_rules_at_a_touchpoint(capsys, workdir, trained):
+    registry, version = trained.directory.parent, trained.version
     now = time.time()
     population = pa.Table.from_pylist(generate_population(300, seed=5, now=now))
     flights = ["AZ610" if domain == "airline" else None for domain in population.column("domain").to_pylist()]
@@ -252,13 +255,12 @@ def test_an_unknown_model_version_is_refused_listing_the_latest(capsys, workdir,
     assert "is neither a model directory" in capsys.readouterr().err
 
 
-def test_the_report_renders_in_a_real_browser(workdir, demo_log):
+def test_the_report_renders_in_a_real_browser(workdir, demo_log, trained):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no Chromium on this machine")
     report = workdir / "browser.html"
-    loop.evaluate(loop.train(demo_log, registry=workdir / "browser-registry").version, demo_log, report,
-                  registry=workdir / "browser-registry")  # fmt: skip
+    loop.evaluate(trained.directory, demo_log, report)
     # After load, the page titles itself with how many images the browser decoded, and how many there are.
     probe = workdir / "probe.html"
     probe.write_text(
@@ -286,3 +288,18 @@ def test_the_report_renders_in_a_real_browser(workdir, demo_log):
         check=True,
     ).stdout
     assert f"<title>decoded {len(PLOTS)} of {len(PLOTS)}</title>" in dom
+
+
+def test_training_the_same_log_twice_gives_two_versions(workdir):
+    rng = np.random.default_rng(8)
+    n = 200
+    path = write_table(
+        pa.table({"x": rng.random(n), "offer": rng.choice(["a", "b"], n), "took": (rng.random(n) < 0.3).astype(int)}),
+        workdir / "twice.csv",
+    )
+    registry = workdir / "twice-registry"
+    first = loop.train(path, "offer", "took", registry=registry)
+    second = loop.train(path, "offer", "took", registry=registry)
+    assert first.version != second.version
+    assert (first.directory / "model.txt").read_text() == (second.directory / "model.txt").read_text()
+    assert [v["version"] for v in Registry(registry).versions()] == [first.version, second.version]

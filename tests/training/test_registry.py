@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.registry import Registry, RegistryError
+from training.registry import Registry, RegistryError, VersionExists
 
 
 def card(version: str, trained_at: str, **extra: object) -> str:
@@ -33,7 +33,7 @@ def test_versions_are_indexed_oldest_first_and_resolve_by_id_latest_or_directory
 def test_a_version_is_never_overwritten(tmp_path):
     registry = Registry(tmp_path)
     registry.add("v1", {"model.txt": "tree", "model.json": card("v1", "1")})
-    with pytest.raises(RegistryError, match="already"):
+    with pytest.raises(VersionExists, match="already"):
         registry.add("v1", {"model.txt": "other", "model.json": card("v1", "2")})
     assert (tmp_path / "v1" / "model.txt").read_text() == "tree"
 
