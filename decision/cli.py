@@ -1,4 +1,5 @@
-"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, rules, train-demo."""
+"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, rules, train-demo, and the data
+scientist's commands from ``training.commands`` (demo-log, export-log, train, evaluate, score, models)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
+from training.commands import add_training_commands
 
 EXAMPLES = [
     ("S1 service recovery at the kiosk", "demo-ife-gold", "CHECKIN_KIOSK", ["flight=AZ610", "cabin=economy"]),
@@ -68,11 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     train = commands.add_parser("train-demo", help="train the demo model on the simulated response history")
     train.add_argument("--out", type=Path, default=None, help="model directory (default: NBA_MODEL_DIR)")
+    training_commands = add_training_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(COMMANDS[args.command](args) or 0)
+        return int((COMMANDS.get(args.command) or training_commands[args.command])(args) or 0)
     except InvalidArgument as exc:
         print(f"nba {args.command}: {exc.message}", file=sys.stderr)
         return 2

@@ -60,9 +60,10 @@ def loaded_redis(redis_server: RedisServer, population: list[dict[str, str]]) ->
 
 
 @pytest.fixture()
-def fresh_contact_history(loaded_redis: RedisServer) -> None:
+def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
     """Forget every customer's contact history (offers made, declines): each test starts a new visit, so
     the contact policy's offer limits do not carry over from one test to the next."""
+    service.flow.decision_log.writer.flush()  # earlier tests' offers, still being written, first
     client = redis.Redis.from_url(loaded_redis.url, decode_responses=True)
     keys = list(client.scan_iter("nba:contact:*", count=1000))
     if keys:

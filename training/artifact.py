@@ -1,0 +1,113 @@
+"""A trained model read back from its directory, for scoring and evaluating logs offline.
+
+The directory is what the service reads (``model.txt`` + ``model.json``); the card also says how the log's
+columns were encoded, so new rows are encoded the same way. The model's input is the feature columns followed
+by the ``action`` column (the action's index in the card's ``actions``), as in ``decision/scoring.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from features.schema import FeatureSchema
+from training.log_import import FeatureEncoding, LogColumns
+from training.registry import CARD_FILE, MODEL_FILE
+
+ACTION_FEATURE = "action"
+
+
+class ArtifactError(ValueError):
+    """The model directory cannot be used offline (e.g. trained on another feature schema)."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """model.txt and model.json of one version."""
+
+    directory: Path
+    card: dict[str, Any]
+    booster: lgb.Booster
+    encoding: FeatureEncoding
+    schema: FeatureSchema
+
+    @classmethod
+    def load(cls, directory: Path, schema: FeatureSchema | None = None) -> ModelArtifact:
+        directory = Path(directory)
+        schema = schema or FeatureSchema.load()
+        card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
+        if "encoding" not in card:
+            # The demo model (nba train-demo) predates the registry: it is a schema model by construction.
+            card = {**card, "encoding": {"mode": "schema", "columns": []}, "servable": True}
+        encoding = FeatureEncoding.from_json(card["encoding"])
+        expected = [*encoding.feature_names(schema), ACTION_FEATURE]
+        if card["feature_names"] != expected:
+            raise ArtifactError(
+                f"model {card['version']} was trained on other features than this feature schema gives: "
+                f"retrain it (nba train) on a log of the current schema"
+            )
+        booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
+        if booster.feature_name() != expected:
+            raise ArtifactError(f"{directory / MODEL_FILE} features differ from {CARD_FILE}")
+        return cls(directory, card, booster, encoding, schema)
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def actions(self) -> list[str]:
+        """Every action the model can score, in the order of its action codes."""
+        return list(self.card["actions"])
+
+    @property
+    def logged_actions(self) -> list[str]:
+        """The actions the training log held: those the model has learnt, the ones a policy may choose."""
+        return list(self.card.get("logged_actions") or self.actions)
+
+    @property
+    def servable(self) -> bool:
+        return bool(self.card.get("servable", False))
+
+    @property
+    def objective(self) -> str:
+        return str(self.card.get("objective", "binary"))
+
+    def log_columns(self, **overrides: str | None) -> LogColumns:
+        """The column names the model was trained with, unless overridden (None keeps the trained one)."""
+        trained = self.card.get("log", {}).get("columns", {})
+        chosen = {k: trained.get(k) for k in ("action", "outcome", "propensity", "time")}
+        chosen.update({k: v for k, v in overrides.items() if v is not None})
+        if not chosen["action"] or not chosen["outcome"]:
+            raise ArtifactError("the model card does not name the action and outcome columns: pass them")
+        return LogColumns(
+            action=str(chosen["action"]),
+            outcome=str(chosen["outcome"]),
+            propensity=chosen["propensity"],
+            time=chosen["time"],
+        )
+
+    def predict(self, features: np.ndarray, actions: list[str] | None = None) -> np.ndarray:
+        """Predicted outcome of each action (columns, in ``actions`` order) for each row of features."""
+        actions = self.actions if actions is None else actions
+        codes = {a: float(i) for i, a in enumerate(self.actions)}
+        n, k = features.shape[0], len(actions)
+        if n == 0 or k == 0:
+            return np.empty((n, k))
+        matrix = np.empty((n * k, features.shape[1] + 1), dtype=np.float64)
+        matrix[:, :-1] = np.repeat(features, k, axis=0)
+        matrix[:, -1] = np.tile([codes.get(a, np.nan) for a in actions], n)
+        return np.asarray(self.booster.predict(matrix, num_threads=1)).reshape(n, k)
+
+    def predict_logged(self, features: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Predicted outcome of each row's own action."""
+        codes = {a: float(i) for i, a in enumerate(self.actions)}
+        matrix = np.empty((features.shape[0], features.shape[1] + 1), dtype=np.float64)
+        matrix[:, :-1] = features
+        matrix[:, -1] = [codes.get(a, np.nan) for a in actions.tolist()]
+        return np.asarray(self.booster.predict(matrix, num_threads=1))

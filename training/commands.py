@@ -1,0 +1,209 @@
+"""The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models.
+
+``add_training_commands`` adds them to the ``nba`` parser and returns their handlers; each handler calls
+``training.loop`` (the same API notebooks use). Heavy imports wait until a command runs, so ``nba decide``
+starts as fast as before. A log or model that cannot be used ends the command with exit code 2 and a message
+naming the column and rows (or the version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_training_commands(commands: Any) -> dict[str, Handler]:
+    """Add the subcommands to ``commands`` (argparse's subparsers action); returns {name: handler}."""
+    demo = commands.add_parser("demo-log", help="write a simulated decision log of the demo population")
+    demo.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    demo.add_argument("--customers", type=int, default=5_000)
+    demo.add_argument("--decisions-per-customer", type=int, default=2)
+    demo.add_argument("--policy", choices=["uniform", "epsilon-greedy"], default="uniform", help="logging policy")
+    demo.add_argument("--epsilon", type=float, default=0.3, help="exploration share of epsilon-greedy")
+    demo.add_argument("--seed", type=int, default=7)
+
+    export = commands.add_parser("export-log", help="export the service's decision/outcome streams as a log")
+    export.add_argument("--redis-url", required=True)
+    export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    export.add_argument("--answered-only", action="store_true", help="drop offered actions without an outcome")
+
+    train = commands.add_parser("train", help="train a model on a log; prints the new version id last")
+    _log_columns(train, required=True)
+    train.add_argument("--feature-columns", default=None, help="A,B,... (default: every other column)")
+    train.add_argument("--registry", type=Path, default=None, help="model registry (default: NBA_DATA_DIR/registry)")
+    train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a LightGBM parameter")
+
+    evaluate = commands.add_parser("evaluate", help="HTML report and off-policy estimates; prints JSON last")
+    evaluate.add_argument("--model", required=True, help="version id, latest, or a model directory")
+    _log_columns(evaluate, required=False)
+    evaluate.add_argument("--report", type=Path, required=True, help="FILE.html")
+    evaluate.add_argument("--registry", type=Path, default=None)
+    evaluate.add_argument("--rows", choices=["auto", "all"], default="auto", help="auto: held-out rows only")
+    evaluate.add_argument("--max-weight", type=float, default=None, help="clip importance weights (default 100)")
+
+    score = commands.add_parser("score", help="every action's predicted outcome and the chosen action, per row")
+    score.add_argument("--model", required=True, help="version id, latest, or a model directory")
+    score.add_argument("--input", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    score.add_argument("--output", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    score.add_argument("--touchpoint", default=None, help="decide with the rules at this touchpoint")
+    score.add_argument("--registry", type=Path, default=None)
+
+    models = commands.add_parser("models", help="list the registry's model versions")
+    models.add_argument("--registry", type=Path, default=None)
+
+    return {
+        "demo-log": _guarded("demo-log", _demo_log),
+        "export-log": _guarded("export-log", _export_log),
+        "train": _guarded("train", _train),
+        "evaluate": _guarded("evaluate", _evaluate),
+        "score": _guarded("score", _score),
+        "models": _guarded("models", _models),
+    }
+
+
+def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
+    default = "" if required else " (default: the model's)"
+    parser.add_argument("--log", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    parser.add_argument("--action-column", required=required, help="the action taken" + default)
+    parser.add_argument("--outcome-column", required=required, help="0/1 or a value such as spend" + default)
+    parser.add_argument("--propensity-column", default=None, help="P(logging policy chose the action)" + default)
+    parser.add_argument("--time-column", default=None, help="row order for the time split (default: found by name)")
+
+
+def _guarded(name: str, handler: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        from training.artifact import ArtifactError
+        from training.log_import import LogError
+        from training.registry import RegistryError
+
+        try:
+            return handler(args)
+        except (LogError, RegistryError, ArtifactError) as exc:
+            print(f"nba {name}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _demo_log(args: argparse.Namespace) -> int:
+    from training import loop
+
+    path = loop.simulate_demo_log(
+        args.out, args.customers, args.decisions_per_customer, args.policy, args.epsilon, args.seed
+    )
+    print(f"wrote a {args.policy} decision log of {args.customers:,} customers to {path}")
+    return 0
+
+
+def _export_log(args: argparse.Namespace) -> int:
+    from training import loop
+    from training.log_import import read_table
+
+    path = loop.export_decision_log(args.redis_url, args.out, answered_only=args.answered_only)
+    table = read_table(path)
+    decisions = len(set(table.column("decision_id").to_pylist())) if table.num_rows else 0
+    print(f"exported {table.num_rows:,} offered actions of {decisions:,} decisions to {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training import loop
+
+    features = [c.strip() for c in args.feature_columns.split(",") if c.strip()] if args.feature_columns else None
+    log = loop.load_log(
+        args.log, args.action_column, args.outcome_column, args.propensity_column, features, args.time_column
+    )
+    for note in log.notes:
+        print(f"note: {note}")
+    trained = loop.train(log, registry=args.registry, params=_params(args.param))
+    card = trained.card
+    metrics = card["metrics"]
+    split = card["split"]
+    print(
+        f"{card['objective']} model on {len(log):,} rows ({log.encoding.mode} features, "
+        f"{'servable' if card['servable'] else 'not servable'}): fit {split['fit_rows']:,}, "
+        f"early stopping {split['early_stopping_rows']:,}, held out {split['holdout_rows']:,}; "
+        f"{metrics['best_iteration']} trees"
+    )
+    shown = {k: v for k, v in metrics.items() if k.endswith("_holdout") and isinstance(v, float)}
+    print("held out: " + ", ".join(f"{k.removesuffix('_holdout')} {v:.4g}" for k, v in shown.items()))
+    print(f"model directory: {trained.directory}")
+    print(trained.version)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training import loop
+    from training.off_policy import DEFAULT_MAX_WEIGHT
+
+    evaluation = loop.evaluate(
+        args.model,
+        args.log,
+        args.report,
+        registry=args.registry,
+        action_column=args.action_column,
+        outcome_column=args.outcome_column,
+        propensity_column=args.propensity_column,
+        time_column=args.time_column,
+        rows=args.rows,
+        max_weight=args.max_weight or DEFAULT_MAX_WEIGHT,
+    )
+    for warning in evaluation.warnings:
+        print(f"warning: {warning}")
+    print(f"evaluated {evaluation.rows_label}")
+    print(f"{'policy':<32} {'IPS':>10} {'SNIPS':>10} {'DR':>10}")
+    for p in evaluation.policies[:2]:
+        print(f"{p.policy:<32} {p.ips.estimate:>10.4g} {p.snips.estimate:>10.4g} {p.dr.estimate:>10.4g}")
+    if evaluation.model_minus_logging:
+        dr = evaluation.model_minus_logging["dr"]
+        print(f"model minus logging (DR): {dr.estimate:.4g} [{dr.low:.4g}, {dr.high:.4g}]")
+    print(f"report: {args.report}")
+    summary = evaluation.summary() | {"report": str(args.report)}
+    print(json.dumps(summary, allow_nan=False, default=_json_default))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from training import loop
+
+    result = loop.score(args.model, args.input, args.output, registry=args.registry, touchpoint=args.touchpoint)
+    how = "rules and arbitration" if result.rules_applied else "the highest predicted outcome"
+    print(f"scored {result.rows:,} rows for {len(result.actions)} actions, chosen by {how}: {result.output}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from training import loop
+    from training.registry import Registry
+
+    root = Path(args.registry or loop.default_registry())
+    for entry in Registry(root).versions():
+        quality = {k: round(v, 4) for k, v in entry["metrics"].items() if k in ("auc_holdout", "rmse_holdout")}
+        servable = "servable" if entry["servable"] else "offline only"
+        print(f"{entry['version']}  {entry['trained_at']}  {entry['rows']} rows  {servable}  {quality}")
+    return 0
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            from training.log_import import LogError
+
+            raise LogError(f"--param: expected KEY=VALUE; got {item!r}")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    return params
+
+
+def _json_default(value: object) -> object:
+    raise TypeError(f"not JSON: {value!r}")

@@ -1,0 +1,181 @@
+"""The data scientist's loop as a Python API, one function per ``nba`` command, for notebooks.
+
+    from training import loop
+
+    loop.simulate_demo_log("demo-log.parquet")                       # nba demo-log --out demo-log.parquet
+    trained = loop.train("demo-log.parquet", action_column="action", outcome_column="accepted",
+                         propensity_column="propensity")              # nba train --log ...
+    evaluation = loop.evaluate(trained.version, "demo-log.parquet", report="report.html")
+    evaluation.summary()["model_minus_logging"]                      # nba evaluate ... (its JSON line)
+    loop.score(trained.version, "customers.csv", "scores.csv")       # nba score ...
+
+Models live in a registry directory (default: ``registry`` under ``NBA_DATA_DIR``); a model is named by its
+version id, ``latest``, or a directory holding model.txt and model.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from features.schema import FeatureSchema
+from training.artifact import ModelArtifact
+from training.demo_log import LoggingPolicy, simulate_decision_log
+from training.evaluate import Evaluation, evaluate_model
+from training.log_import import ImportedLog, LogColumns, import_log, write_table
+from training.off_policy import DEFAULT_MAX_WEIGHT
+from training.registry import Registry
+from training.report import write_report
+from training.scoring_batch import ScoreResult, score_file
+from training.train import TrainingOptions, train_model
+
+__all__ = [
+    "Trained",
+    "default_registry",
+    "evaluate",
+    "export_decision_log",
+    "load_log",
+    "load_model",
+    "score",
+    "simulate_demo_log",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A new registry version."""
+
+    version: str
+    directory: Path
+
+    @property
+    def card(self) -> dict[str, Any]:
+        import json
+
+        return dict(json.loads((self.directory / "model.json").read_text(encoding="utf-8")))
+
+
+def default_registry() -> Path:
+    """``registry`` under the service's data directory (``NBA_DATA_DIR``, default ``.nba-data``)."""
+    from decision.settings import Settings
+
+    return Path(Settings().data_dir) / "registry"
+
+
+def load_log(
+    path: Path | str,
+    action_column: str,
+    outcome_column: str,
+    propensity_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    time_column: str | None = None,
+) -> ImportedLog:
+    """Read and check a CSV/Parquet log (``LogError`` names the column and rows when it cannot be used)."""
+    from decision.catalogue import Catalogue
+
+    columns = LogColumns(
+        action=action_column,
+        outcome=outcome_column,
+        propensity=propensity_column,
+        features=tuple(feature_columns) if feature_columns is not None else None,
+        time=time_column,
+    )
+    return import_log(Path(path), columns, FeatureSchema.load(), catalogue_actions=Catalogue.load().action_ids)
+
+
+def train(
+    log: Path | str | ImportedLog,
+    action_column: str = "action",
+    outcome_column: str = "accepted",
+    propensity_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    time_column: str | None = None,
+    registry: Path | str | None = None,
+    options: TrainingOptions | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Trained:
+    """``nba train``: train on a log and store a new version in the registry."""
+    if not isinstance(log, ImportedLog):
+        log = load_log(log, action_column, outcome_column, propensity_column, feature_columns, time_column)
+    options = options or TrainingOptions()
+    if params:
+        options = TrainingOptions(**{**options.__dict__, "params": {**options.params, **params}})
+    directory = train_model(log, Registry(Path(registry or default_registry())), options)
+    return Trained(directory.name, directory)
+
+
+def load_model(model: str | Path, registry: Path | str | None = None) -> ModelArtifact:
+    """A model by version id, ``latest`` or directory."""
+    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model))
+
+
+def evaluate(
+    model: str | Path,
+    log: Path | str,
+    report: Path | str | None = None,
+    *,
+    registry: Path | str | None = None,
+    action_column: str | None = None,
+    outcome_column: str | None = None,
+    propensity_column: str | None = None,
+    time_column: str | None = None,
+    rows: Literal["auto", "all"] = "auto",
+    max_weight: float = DEFAULT_MAX_WEIGHT,
+) -> Evaluation:
+    """``nba evaluate``: prediction quality and off-policy estimates on the rows the model never saw.
+
+    Columns default to the names the model was trained with. Writes the HTML report when ``report`` is given.
+    """
+    artifact = load_model(model, registry)
+    columns = artifact.log_columns(
+        action=action_column, outcome=outcome_column, propensity=propensity_column, time=time_column
+    )
+    imported = import_log(
+        Path(log), columns, artifact.schema, encoding=artifact.encoding, known_actions=artifact.actions
+    )
+    evaluation = evaluate_model(artifact, imported, rows=rows, max_weight=max_weight)
+    if report is not None:
+        write_report(evaluation, Path(report))
+    return evaluation
+
+
+def score(
+    model: str | Path,
+    input: Path | str,
+    output: Path | str,
+    *,
+    registry: Path | str | None = None,
+    touchpoint: str | None = None,
+) -> ScoreResult:
+    """``nba score``: each action's predicted outcome and the chosen action for every input row."""
+    return score_file(load_model(model, registry), Path(input), Path(output), touchpoint=touchpoint)
+
+
+def export_decision_log(redis_url: str, output: Path | str, *, answered_only: bool = False) -> Path:
+    """``nba export-log``: the service's decision and outcome streams as a training log file."""
+    import redis
+
+    from training.stream_export import export_decision_log as export
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        table = export(client, answered_only=answered_only)
+    finally:
+        client.close()
+    return write_table(table, Path(output))
+
+
+def simulate_demo_log(
+    output: Path | str,
+    customers: int = 5_000,
+    decisions_per_customer: int = 2,
+    policy: LoggingPolicy = "uniform",
+    epsilon: float = 0.3,
+    seed: int = 7,
+) -> Path:
+    """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
+    table = simulate_decision_log(customers, decisions_per_customer, policy=policy, epsilon=epsilon, seed=seed)
+    return write_table(table, Path(output))

@@ -1,0 +1,148 @@
+"""Export the service's own decision log (Redis Streams) as a training log: one row per (decision, offered action).
+
+Each decision in ``nba:log:decisions`` carries what it was decided from (``inputs``: the raw stored features and
+the request context) and when (``decided_at_ms``); each outcome in ``nba:log:outcomes`` names its decision and
+action. A row of the export is one action a decision offered, with:
+
+* ``decision_id``, ``customer_id``, ``touchpoint``, ``decided_at`` (epoch seconds), ``model_version``,
+  ``rules_version``, ``degraded`` (the degradation codes, empty when none), ``rank`` (1 = first offered);
+* ``action``, ``accepted`` (1 when the outcome was ACCEPTED, else 0), ``outcome`` (ACCEPTED, DECLINED, IGNORED,
+  or empty when none came back);
+* ``live_p_accept``: the live model's P(accept) for the action (what the service calls its "propensity");
+  this is the model's estimate, *not* the probability that the policy chose the action;
+* ``propensity``: the probability that the logging policy offered the action, only when the decision recorded
+  one (a ``logging_propensities`` mapping in the decision record; exploration, when it comes, writes it). The
+  service's ranking is deterministic today, so the column is empty and off-policy estimates say so;
+* ``ctx_<key>`` for each request context key, then every schema feature under its derived name, parsed at the
+  decision's time exactly as the service parsed it (``last_incident_days`` is the age at the decision).
+
+The columns are those of ``training.demo_log``, so ``nba train`` reads either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import redis
+
+from features.schema import FeatureSchema
+
+BATCH = 1_000
+ACCEPTED = "ACCEPTED"
+ARROW_TYPES = {
+    "number": pa.float64(),
+    "integer": pa.int64(),
+    "boolean": pa.bool_(),
+    "category": pa.string(),
+    "timestamp": pa.float64(),
+    "text": pa.string(),
+}
+
+
+def feature_fields(schema: FeatureSchema) -> list[pa.Field]:
+    """Arrow fields of every schema feature under its derived name, typed as ``FeatureSchema.parse`` types it."""
+    return [pa.field(f.derived_name, ARROW_TYPES[f.type]) for f in schema.features]
+
+
+def export_decision_log(
+    client: redis.Redis,
+    *,
+    key_prefix: str = "nba:",
+    schema: FeatureSchema | None = None,
+    answered_only: bool = False,
+    since_ms: int | None = None,
+) -> pa.Table:
+    """The decision and outcome streams as one table (see the module docstring), oldest decision first.
+
+    ``answered_only`` keeps only offered actions whose outcome came back; otherwise an action without one counts
+    as not accepted (``accepted`` 0, ``outcome`` empty). ``since_ms`` skips decisions made before that time.
+    """
+    schema = schema or FeatureSchema.load()
+    outcomes: dict[tuple[str, str], str] = {}
+    for fields in _entries(client, f"{key_prefix}log:outcomes"):
+        outcomes[(fields["decision_id"], fields["action_id"])] = fields["outcome"]
+
+    rows: list[dict[str, Any]] = []
+    context_keys: dict[str, None] = {}
+    for fields in _entries(client, f"{key_prefix}log:decisions", start=_stream_start(since_ms)):
+        decision = orjson.loads(fields["decision"])
+        inputs = orjson.loads(fields.get("inputs") or b"{}")
+        decided_at = int(fields["decided_at_ms"]) / 1000.0
+        values = schema.parse(inputs.get("features") or {}, decided_at)
+        context = {f"ctx_{k}": str(v) for k, v in (inputs.get("context") or {}).items()}
+        context_keys.update(dict.fromkeys(context))
+        logged = decision.get("logging_propensities") or {}
+        candidates = decision.get("candidates") or {}
+        for rank, action in enumerate(decision.get("actions") or [], start=1):
+            action_id = action["action_id"]
+            outcome = outcomes.get((decision["decision_id"], action_id), "")
+            if answered_only and not outcome:
+                continue
+            live = candidates.get(action_id)
+            rows.append(
+                {
+                    "decision_id": decision["decision_id"],
+                    "customer_id": decision["customer_id"],
+                    "touchpoint": fields["touchpoint"],
+                    "decided_at": decided_at,
+                    "model_version": fields.get("model_version", ""),
+                    "rules_version": fields.get("rules_version", ""),
+                    "degraded": fields.get("degraded", ""),
+                    "rank": rank,
+                    "action": action_id,
+                    "accepted": int(outcome == ACCEPTED),
+                    "outcome": outcome,
+                    "live_p_accept": float(live[0]) if live else action.get("propensity"),
+                    "propensity": logged.get(action_id),
+                    **context,
+                    **values,
+                }
+            )
+    head = [
+        pa.field("decision_id", pa.string()),
+        pa.field("customer_id", pa.string()),
+        pa.field("touchpoint", pa.string()),
+        pa.field("decided_at", pa.float64()),
+        pa.field("model_version", pa.string()),
+        pa.field("rules_version", pa.string()),
+        pa.field("degraded", pa.string()),
+        pa.field("rank", pa.int64()),
+        pa.field("action", pa.string()),
+        pa.field("accepted", pa.int64()),
+        pa.field("outcome", pa.string()),
+        pa.field("live_p_accept", pa.float64()),
+        pa.field("propensity", pa.float64()),
+    ]
+    context_fields = [pa.field(k, pa.string()) for k in sorted(context_keys)]
+    table = pa.Table.from_pylist(rows, schema=pa.schema(head + context_fields + feature_fields(schema)))
+    if table.column("propensity").null_count == table.num_rows:
+        table = table.drop_columns(["propensity"])  # nothing logged one: no column rather than an empty one
+    return table
+
+
+def _entries(client: redis.Redis, stream: str, start: str = "-") -> Iterator[dict[str, Any]]:
+    """Every entry of a stream, oldest first, read in batches; keys decoded, values as stored."""
+    while True:
+        batch = client.xrange(stream, min=start, max="+", count=BATCH)
+        if not batch:
+            return
+        for _entry_id, fields in batch:
+            yield {
+                _text(k): (_text(v) if _text(k) not in ("decision", "inputs") else v) for k, v in (fields or {}).items()
+            }
+        last = _text(batch[-1][0])
+        start = f"({last}"
+        if len(batch) < BATCH:
+            return
+
+
+def _stream_start(since_ms: int | None) -> str:
+    # Stream ids start with the time they were added in ms; a decision is added just after it is made.
+    return "-" if since_ms is None else str(int(since_ms))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
