@@ -76,3 +76,21 @@ def test_incident_refuses_an_unknown_type(redis_server, capsys):
     code = main(["incident", "--redis-url", redis_server.url, "--customer", "c1", "--type", "volcano"])
     assert code == 2
     assert "--type: must be one of none, ife_broken" in capsys.readouterr().err
+
+
+def test_rules_explain_reads_the_customer_from_redis_and_says_why_each_rule_did_or_did_not_match(
+    loaded_redis, capsys, monkeypatch
+):
+    monkeypatch.delenv("NBA_REDIS_URL", raising=False)
+    args = ["rules", "explain", "--customer", "demo-ife-gold", "--touchpoint", "CHECKIN_KIOSK"]
+    assert main([*args, "--redis-url", loaded_redis.url, "--context", "flight=AZ610", "cabin=economy"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("rules ") and "demo-ife-gold at CHECKIN_KIOSK, context flight=AZ610 cabin=economy" in out
+    assert "MATCH service_recovery_ife (service_recovery.yaml, priority 100)" in out
+    assert "predicted_ltv = " in out and "is >= 5000" in out
+    assert "no    no_credit_in_arrears (eligibility.yaml, priority 0)\n        in_arrears = False is not = True" in out
+    # Without a flight there is nothing to upgrade, and the explanation says which condition did it.
+    assert main([*args, "--redis-url", loaded_redis.url]) == 0
+    assert "MATCH upgrade_needs_economy_flight" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "--redis-url: needed to read a customer" in capsys.readouterr().err
