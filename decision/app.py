@@ -14,7 +14,7 @@ from decision.eligibility import EligibilityPolicy
 from decision.explanation import Narrator
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer
-from decision.server import DecisionServicer, GrpcServer
+from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
 from features.redis_server import RedisServer
@@ -84,8 +84,8 @@ class Service:
             config = store_config(settings, redis_url)
             client = connect(config)
             flow = build_flow(settings, client, config)
-            servicer = DecisionServicer(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
-            server = GrpcServer(servicer, settings.host, settings.port, settings.workers)
+            api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
+            server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
             server.start()
         except BaseException:
             if embedded is not None:
