@@ -1,4 +1,5 @@
-"""Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server."""
+"""Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server
+and HTTP/JSON server, both over the same flow."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from decision.catalogue import Catalogue
 from decision.eligibility import EligibilityPolicy
 from decision.explanation import Narrator
 from decision.flow import DecisionFlow, FlowLimits
+from decision.http_api import HttpServer, create_app
 from decision.scoring import LightGBMScorer
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
@@ -63,7 +65,7 @@ def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig
 
 @dataclass
 class Service:
-    """A running service: its Redis (when embedded), its client, its flow and its gRPC server."""
+    """A running service: its Redis (when embedded), its client, its flow, its gRPC and HTTP servers."""
 
     settings: Settings
     redis_url: str
@@ -71,6 +73,7 @@ class Service:
     flow: DecisionFlow
     grpc: GrpcServer
     embedded_redis: RedisServer | None = None
+    http: HttpServer | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Service:
@@ -86,15 +89,29 @@ class Service:
             flow = build_flow(settings, client, config)
             api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
             server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
+            http = None
+            if settings.http_enabled:
+                app = create_app(api, settings.http_deadline_ms / 1000.0)
+                http = HttpServer(app, settings.host, settings.http_port)
             server.start()
+            if http is not None:
+                try:
+                    http.start()
+                except BaseException:
+                    server.stop(0)
+                    raise
         except BaseException:
             if embedded is not None:
                 embedded.stop()
             raise
         log.info("serving nba.v1.DecisionService on %s", server.target)
-        return cls(settings, redis_url, client, flow, server, embedded)
+        if http is not None:
+            log.info("serving the HTTP/JSON API on %s", http.url)
+        return cls(settings, redis_url, client, flow, server, embedded, http)
 
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.grpc.stop()
         self.flow.decision_log.close()
         self.client.close()

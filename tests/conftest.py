@@ -63,6 +63,7 @@ def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **override
     return Settings(
         _env_file=None,
         port=0,
+        http_port=0,
         redis_url=redis_url,
         model_dir=model_dir,
         data_dir=data_dir,
