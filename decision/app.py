@@ -1,5 +1,5 @@
 """Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server
-and HTTP/JSON server, both over the same flow."""
+and HTTP/JSON server (the teller screen among its pages), both over the same flow."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from decision.scoring import LightGBMScorer
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
+from decision.teller import teller_routes
 from features.redis_server import RedisServer
 from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
 from features.schema import FeatureSchema
@@ -91,7 +92,7 @@ class Service:
             server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
             http = None
             if settings.http_enabled:
-                app = create_app(api, settings.http_deadline_ms / 1000.0)
+                app = create_app(api, settings.http_deadline_ms / 1000.0, teller_routes(flow.schema, flow.narrator))
                 http = HttpServer(app, settings.host, settings.http_port)
             server.start()
             if http is not None:
@@ -106,7 +107,7 @@ class Service:
             raise
         log.info("serving nba.v1.DecisionService on %s", server.target)
         if http is not None:
-            log.info("serving the HTTP/JSON API on %s", http.url)
+            log.info("serving the HTTP/JSON API and the teller screen on %s", http.url)
         return cls(settings, redis_url, client, flow, server, embedded, http)
 
     def stop(self) -> None:
