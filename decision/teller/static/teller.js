@@ -170,7 +170,7 @@
 
     $("greeting").textContent = explanation.greeting || "";
     $("greeting").lang = decisionLanguage;
-    $("shown-customer-id").textContent = shortId(state.customerId || "");
+    $("customer-line").textContent = text("customer_line", { id: shortId(state.customerId || "") });
 
     const degraded = $("degraded");
     const codes = d.degradedCodes || [];
@@ -359,7 +359,7 @@
       const direction = document.createElement("span");
       direction.className = "reason-direction";
       direction.textContent = (feature.contribution || 0) >= 0 ? text("raises") : text("lowers");
-      li.append(label, ": ", value, " · ", direction);
+      li.append(label, text("colon"), value, " · ", direction);
       list.append(li);
     }
   }
