@@ -73,6 +73,8 @@ class RequestTooLarge(DecisionError):
 
 def error_response(status: grpc.StatusCode, message: str) -> JSONResponse:
     """The HTTP form of a gRPC status: ``{"error": {"code", "status", "message", "field"}}``."""
+    # A message quoting unreadable input may hold lone surrogates, which no UTF-8 body can carry: escape them.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     error: dict[str, Any] = {"code": HTTP_STATUS.get(status, 500), "status": status.name, "message": message}
     if named := _FIELD.match(message):
         error["field"] = named.group(1)
@@ -107,11 +109,15 @@ def _invalid_text(data: dict[str, Any], descriptor: Descriptor) -> str | None:
         field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
         if field is None:
             continue
-        entries = value.items() if isinstance(value, dict) else [("", value)]
-        for entry, text in entries:
-            for part in (entry, text):
-                if isinstance(part, str) and not _is_utf8(part):
-                    return f"{field.name}[{entry}]" if isinstance(value, dict) else field.name
+        if not isinstance(value, dict):
+            if isinstance(value, str) and not _is_utf8(value):
+                return field.name
+            continue
+        for entry, text in value.items():
+            if not _is_utf8(entry):
+                return f"{field.name} (a key)"  # as gRPC names it; the key itself cannot be shown
+            if isinstance(text, str) and not _is_utf8(text):
+                return f"{field.name}[{entry}]"
     return None
 
 

@@ -178,6 +178,8 @@ def test_bad_outcomes_are_refused_with_grpcs_message_and_status(stub, base):
         ({"customerId": "a", "touchpoint": "WEB", "maxActions": 2.5}, "max_actions: must be a whole number"),
         (b'{"customerId": "a\xff", "touchpoint": "WEB"}', "customer_id: must be valid UTF-8 text"),
         (b'{"customerId": "a", "touchpoint": "WEB", "context": {"flight": "\\ud800"}}', "context[flight]: must be"),
+        (b'{"customerId": "a", "touchpoint": "WEB", "context": {"fl\xffght": "AZ1"}}', "context (a key): must be"),
+        (b'{"customerId": "a", "touchpoint": "WEB", "context": ["\xff"]}', "context: must be an object of text values"),
     ],
     ids=[
         "malformed",
@@ -191,6 +193,8 @@ def test_bad_outcomes_are_refused_with_grpcs_message_and_status(stub, base):
         "max_actions fraction",
         "invalid utf-8",
         "lone surrogate",
+        "invalid utf-8 key",
+        "invalid utf-8 in a list",
     ],
 )
 def test_json_that_cannot_be_read_is_refused_naming_the_field(base, body, message):
@@ -199,7 +203,7 @@ def test_json_that_cannot_be_read_is_refused_naming_the_field(base, body, messag
     assert reply["error"]["status"] == "INVALID_ARGUMENT"
     assert reply["error"]["message"].startswith(message)
     if message[0].isalpha() and not message.startswith("the "):
-        assert reply["error"]["field"] == message.split(":")[0].split("[")[0]
+        assert reply["error"]["field"] == re.match(r"[a-z_]+", message).group(0)
 
 
 def test_a_body_over_the_grpc_message_limit_is_refused(base):
