@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 from google.protobuf import json_format
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decision.errors import InvalidArgument
@@ -42,6 +42,28 @@ def test_a_decide_request_survives_its_json_form(request, proto_names):
 def test_an_outcome_request_survives_its_json_form(request):
     body = json_format.MessageToJson(request).encode()
     assert message_from_json(body, pb.RecordOutcomeRequest) == request
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+field_names = st.sampled_from(["customerId", "customer_id", "touchpoint", "context", "requestId", "maxActions", "x"])
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)  # two shared cores under the whole suite
+@given(st.dictionaries(field_names, json_values, max_size=6))
+def test_any_json_object_is_read_or_refused_as_bad_input_never_anything_else(data):
+    try:
+        body = json.dumps(data).encode()
+    except ValueError:
+        return
+    try:
+        message_from_json(body, pb.DecideRequest)
+    except InvalidArgument as refused:
+        response = error_response(refused.status, refused.message)
+        assert response.status_code == 400 and json.loads(response.body)["error"]["message"]
 
 
 def test_enum_names_and_numbers_are_both_accepted():
