@@ -221,7 +221,15 @@ class HttpServer:
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family)
+        # proto=IPPROTO_TCP, not create_server's 0: asyncio sets TCP_NODELAY on accepted connections only when the
+        # listening socket says TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
+        self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.socket.bind((host, port))
+        except OSError:
+            self.socket.close()
+            raise
         self.host = host
         self.port: int = self.socket.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,18 @@ def test_wrong_method_and_unknown_path_answer_json_errors(base):
     assert status == 405 and headers["allow"] == "POST" and body["error"]["status"] == "UNIMPLEMENTED"
     status, _, body = http(f"{base}/v1/nothing-here", {})
     assert status == 404 and body["error"]["message"] == "POST /v1/nothing-here: Not Found; see /openapi.json"
+
+
+def test_answers_on_a_kept_alive_connection_are_not_held_back_by_delayed_acks(service):
+    """Without TCP_NODELAY on accepted connections each answer waits ~40 ms for the client's delayed ACK."""
+    connection = HTTPConnection(service.http.host, service.http.port, timeout=5)
+    started = time.monotonic()
+    for _ in range(10):
+        connection.request("GET", "/openapi.json")
+        assert connection.getresponse().read()
+    elapsed = time.monotonic() - started
+    connection.close()
+    assert elapsed < 0.25, f"10 answers took {elapsed:.2f} s"
 
 
 # -- outcomes -----------------------------------------------------------------------------------------------
