@@ -119,6 +119,10 @@ def test_a_teller_serves_demo_bank_open_issue_end_to_end_with_the_keyboard(telle
     assert fields["customer_id"] == BANK_CUSTOMER and fields["touchpoint"] == "BRANCH_TELLER"
     assert result.get_attribute("data-outcome-id") == outcome_id
 
+    # Esc brings the keyboard back to the id field, ready for the next customer.
+    page.keyboard.press("Escape")
+    assert focused(page) == "customer-id"
+
 
 def test_every_control_has_a_label_and_the_tab_order_follows_the_screen(teller):
     page = teller
