@@ -10,10 +10,7 @@ from html.parser import HTMLParser
 import pytest
 
 from decision.app import Service
-from decision.catalogue import Catalogue
-from decision.domain import Touchpoint
 from decision.teller import STATIC_DIR
-from features.schema import FeatureSchema
 
 LANGUAGES = ["en", "it", "zh-Hant", "zh-Hans"]
 
@@ -99,16 +96,3 @@ def test_the_screen_config_comes_from_the_schema_and_the_message_templates(base,
     assert config["sensitive"]["balance"]["it"] == "saldo del conto"
     assert config["continuity"]["en"] == ["Open problem:", "Pending application:"]
     assert config["continuity"]["zh-Hant"] == ["未解決問題：", "審核中申請："]
-
-
-def test_what_the_service_says_at_the_counter_exists_in_all_four_languages():
-    """The decision's own texts come from the catalogue and the schema: no English left in a Chinese screen."""
-    catalogue = Catalogue.load()
-    at_the_counter = [a for a in catalogue.actions.values() if Touchpoint.BRANCH_TELLER in a.touchpoints]
-    assert at_the_counter
-    for action in at_the_counter:
-        for language in LANGUAGES:
-            assert language in action.titles, (action.action_id, language)
-            assert "agent" in action.messages.get(language, {}), (action.action_id, language)
-    for feature in FeatureSchema.load().features:
-        assert set(LANGUAGES) <= set(feature.labels), feature.name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from tests.web.conftest import screenshot
 from training.population import generate_population
 
 BANK_CUSTOMER = "demo-bank-open-issue"
-CHINESE = r"[\u4e00-\u9fff]"
 
 
 @pytest.fixture()
@@ -215,8 +213,6 @@ def test_the_language_follows_the_customer_and_the_teller_can_switch_it(teller):
     page.locator("#greeting", has_text="欢迎").wait_for()
     assert page.get_by_role("button", name="查询").is_visible()
     assert page.locator("#privacy-heading").inner_text() == "柜台隐私"
-    assert re.search(CHINESE, page.locator(".action.primary .action-title").inner_text())  # the service's words too
-    assert "account balance" not in page.locator("#privacy-text").inner_text()
     screenshot(page, "8-simplified-chinese")
 
     # The next customer is served in their own language again.
