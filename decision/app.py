@@ -92,8 +92,10 @@ class Service:
             server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
             http = None
             if settings.http_enabled:
-                app = create_app(api, settings.http_deadline_ms / 1000.0, teller_routes(flow.schema, flow.narrator))
-                http = HttpServer(app, settings.host, settings.http_port)
+                pages = teller_routes(flow.schema, lambda: flow.narrator)
+                http = HttpServer(
+                    create_app(api, settings.http_deadline_ms / 1000.0, pages), settings.host, settings.http_port
+                )
             server.start()
             if http is not None:
                 try:
@@ -108,7 +110,7 @@ class Service:
         log.info("serving nba.v1.DecisionService on %s", server.target)
         if http is not None:
             log.info("serving the HTTP/JSON API and the teller screen on %s", http.url)
-        return cls(settings, redis_url, client, flow, server, embedded, http)
+        return cls(settings, redis_url, client, flow, server, embedded, http=http)
 
     def stop(self) -> None:
         if self.http is not None:

@@ -9,6 +9,7 @@ sensitive, and how continuity notes (open problems, pending applications) begin 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,11 @@ def screen_config(schema: FeatureSchema, narrator: Narrator) -> dict[str, Any]:
     }
 
 
-def teller_routes(schema: FeatureSchema, narrator: Narrator) -> list[BaseRoute]:
-    """``/teller`` (the page; ``/`` leads there), ``/teller/config.json`` and ``/teller/static/...``."""
-    config = screen_config(schema, narrator)
+def teller_routes(schema: FeatureSchema, narrator: Callable[[], Narrator]) -> list[BaseRoute]:
+    """``/teller`` (the page; ``/`` leads there), ``/teller/config.json`` and ``/teller/static/...``.
+
+    ``narrator`` gives the live message templates (asked per request, so a reload of the texts is followed).
+    """
 
     async def page(request: Request) -> Response:
         return FileResponse(
@@ -67,7 +70,7 @@ def teller_routes(schema: FeatureSchema, narrator: Narrator) -> list[BaseRoute]:
         )
 
     async def configuration(request: Request) -> Response:
-        return JSONResponse(config)
+        return JSONResponse(screen_config(schema, narrator()))
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/teller")
