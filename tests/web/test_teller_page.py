@@ -221,6 +221,27 @@ def test_the_language_follows_the_customer_and_the_teller_can_switch_it(teller):
     page.locator("#greeting", has_text="Welcome back").wait_for()
 
 
+def test_a_newer_services_open_items_are_preferred_and_fields_the_page_does_not_know_are_ignored(teller):
+    """A service that lists open items as their own field (and sends fields this page has never heard of)."""
+    page = teller
+    listed = "Pending application: a mortgage, sent on 1 November."
+
+    def newer_service(route) -> None:
+        response = route.fetch()
+        body = response.json()
+        body["openItems"] = [{"kind": "pending_application", "text": listed, "detailed": True}]
+        body["somethingNew"] = {"nested": [1, {"deeper": True}]}
+        body["explanation"]["alsoNew"] = "text"
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/decide", newer_service)
+    look_up(page, BANK_CUSTOMER)
+    page.locator("#decision").wait_for(state="visible")
+    assert page.locator("#continuity-items li").all_inner_texts() == [listed]
+    assert "dispute" not in page.locator(".action.primary .action-why").inner_text()  # still cut from the reason
+    assert page.locator(".action.primary .action-title").inner_text()
+
+
 # -- Redis down: the decision is shown as degraded, and an outcome that cannot be stored says so --------------
 
 
