@@ -3,9 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto demo serve test lint typecheck bench clean
+.PHONY: help setup proto demo serve test browser lint typecheck bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,11 +23,18 @@ setup: $(STAMP) ## Create .venv and install the project with its dev tools
 proto: $(STAMP) ## Regenerate decision/pb from proto/nba/v1/*.proto
 	$(PY) proto/generate.py decision/pb
 
-demo: $(STAMP) ## Start Redis (embedded), load the demo data, train the demo model, serve on localhost:50051
+demo: $(STAMP) ## Start Redis (embedded), load the demo data, train the demo model, serve gRPC :50051, teller :8080
 	$(VENV)/bin/nba demo
 
-test: $(STAMP) ## Run every test (starts its own Redis and gRPC servers)
+test: $(STAMP) browser ## Run every test (starts its own Redis, gRPC and HTTP servers, and a headless Chromium)
 	$(PY) -m pytest
+
+# Debian's chromium, driven by Playwright with its executable path (no browser download); a CJK font for screenshots.
+browser: ## Install Debian's chromium for the teller screen tests, when it is missing
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium package for the browser tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; }
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

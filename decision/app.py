@@ -1,4 +1,5 @@
-"""Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server."""
+"""Wiring, in one place: settings -> Redis (embedded or configured) -> model -> rules -> flow -> gRPC server
+and HTTP/JSON server (the teller screen among its pages), both over the same flow."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from types import TracebackType
 import redis
 
 from decision.flow import DecisionFlow, FlowLimits
+from decision.http_api import HttpServer, create_app
 from decision.scoring import LightGBMScorer
-from decision.server import DecisionServicer, GrpcServer
+from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
 from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
+from decision.teller import teller_routes
 from features.redis_server import RedisServer
 from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
 from features.schema import FeatureSchema
@@ -59,7 +62,7 @@ def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig
 
 @dataclass
 class Service:
-    """A running service: its Redis (when embedded), its client, its flow and its gRPC server."""
+    """A running service: its Redis (when embedded), its client, its flow, its gRPC and HTTP servers."""
 
     settings: Settings
     redis_url: str
@@ -68,6 +71,7 @@ class Service:
     grpc: GrpcServer
     rules_watcher: StrategyWatcher
     embedded_redis: RedisServer | None = None
+    http: HttpServer | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Service:
@@ -81,21 +85,37 @@ class Service:
             config = store_config(settings, redis_url)
             client = connect(config)
             flow = build_flow(settings, client, config)
-            servicer = DecisionServicer(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
-            server = GrpcServer(servicer, settings.host, settings.port, settings.workers)
+            api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
+            server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
+            http = None
+            if settings.http_enabled:
+                pages = teller_routes(flow.schema, lambda: flow.narrator)
+                http = HttpServer(
+                    create_app(api, settings.http_deadline_ms / 1000.0, pages), settings.host, settings.http_port
+                )
             server.start()
+            if http is not None:
+                try:
+                    http.start()
+                except BaseException:
+                    server.stop(0)
+                    raise
         except BaseException:
             if embedded is not None:
                 embedded.stop()
             raise
         log.info("serving nba.v1.DecisionService on %s (rules %s)", server.target, flow.rules_version)
+        if http is not None:
+            log.info("serving the HTTP/JSON API and the teller screen on %s", http.url)
         watcher = StrategyWatcher(
             rule_files(settings), flow.schema, lambda: flow.strategy, flow.install, settings.rules_reload_s
         ).start()
-        return cls(settings, redis_url, client, flow, server, watcher, embedded)
+        return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http)
 
     def stop(self) -> None:
         self.rules_watcher.stop()
+        if self.http is not None:
+            self.http.stop()
         self.grpc.stop()
         self.flow.decision_log.close()
         self.client.close()

@@ -86,6 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     with Service.start(Settings()) as service:
         print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
+        if service.http is not None:
+            print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
         _wait_for_signal()
     return 0
 
@@ -94,7 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
     from decision.app import Service
     from features.redis_store import RedisOnlineStore
     from training.demo_model import load_or_train_demo_model
-    from training.population import generate_population
+    from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
 
     settings = Settings()
     print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
@@ -104,7 +106,11 @@ def _demo(args: argparse.Namespace) -> int:
         now = time.time()
         count = store.write_profiles(generate_population(args.customers, now=now), written_at=now)
         print(f"loaded {count} customer profiles into Redis at {service.redis_url}")
-        print(f"serving nba.v1.DecisionService on {service.grpc.target}\n\nTry:")
+        print(f"serving nba.v1.DecisionService on {service.grpc.target}")
+        if service.http is not None:
+            print(f"teller screen (scenario S7, try {DEMO_BANK_OPEN_ISSUE}): {teller_url(service.http.url)}")
+            print(f"HTTP/JSON API: POST {service.http.url}/v1/decide, /v1/outcomes; described at /openapi.json")
+        print("\nTry:")
         for title, customer, touchpoint, context in EXAMPLES:
             extra = f" --context {' '.join(context)}" if context else ""
             print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
@@ -213,6 +219,11 @@ def _train_demo(args: argparse.Namespace) -> int:
     out = args.out or Settings().model_dir
     print(train_demo_model(Path(out)))
     return 0
+
+
+def teller_url(base_url: str) -> str:
+    """The teller screen's address as a person types it: localhost for the loopback address."""
+    return base_url.replace("//127.0.0.1:", "//localhost:") + "/teller"
 
 
 def _wait_for_signal() -> None:

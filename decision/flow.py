@@ -31,6 +31,7 @@ from decision.domain import (
 )
 from decision.eligibility import Eligible
 from decision.errors import InvalidArgument, NotFound, Unavailable
+from decision.explanation import Narrator
 from decision.side_effects import (
     CapacityClaim,
     DecisionLog,
@@ -80,6 +81,10 @@ class DecisionFlow:
     @property
     def catalogue(self) -> Catalogue:
         return self.strategy.catalogue
+
+    @property
+    def narrator(self) -> Narrator:
+        return self.strategy.narrator
 
     @property
     def rules_version(self) -> str:

@@ -1,5 +1,7 @@
 """The gRPC front end: proto -> domain, call the flow, domain -> proto. Nothing else lives here.
 
+``DecisionApi`` is that conversion without the transport; the HTTP/JSON API (``http_api``) calls the same one.
+
 Domain errors become their gRPC status with the message naming the field; anything unexpected is logged with
 its traceback and returned as INTERNAL. The standard health service and server reflection are served too.
 """
@@ -71,37 +73,55 @@ def _handled(method: Callable[[Any, Any, grpc.ServicerContext], T]) -> Callable[
     return wrapper
 
 
-class DecisionServicer:
-    """``nba.v1.DecisionService`` over a DecisionFlow."""
+class DecisionApi:
+    """``nba.v1.DecisionService`` on proto messages, for every transport (gRPC here, HTTP/JSON in ``http_api``).
+
+    Request proto -> validated domain request -> the flow -> response proto. Bad input and failed dependencies
+    raise DecisionError with its status; each transport only maps that status to its own.
+    """
 
     def __init__(self, flow: DecisionFlow, max_context_entries: int, default_max_actions: int) -> None:
         self.flow = flow
         self.max_context_entries = max_context_entries
         self.default_max_actions = default_max_actions
 
-    @_handled
-    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
-        remaining = context.time_remaining()
+    def decide(self, request: pb.DecideRequest, deadline: float | None) -> pb.DecideResponse:
+        """``deadline`` is the absolute time.monotonic() by which the answer must be sent, or None."""
         domain_request = DecisionRequest(
             customer_id=validation.customer_id(request.customer_id),
             touchpoint=validation.touchpoint(request.touchpoint),
             context=validation.context(request.context, self.max_context_entries),
             request_id=validation.request_id(request.request_id),
             max_actions=validation.max_actions(request.max_actions, self.default_max_actions),
-            deadline=None if remaining is None else time.monotonic() + remaining,
+            deadline=deadline,
         )
         return decision_to_proto(self.flow.decide(domain_request))
 
-    @_handled
-    def RecordOutcome(  # noqa: N802
-        self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
-    ) -> pb.RecordOutcomeResponse:
+    def record_outcome(self, request: pb.RecordOutcomeRequest) -> pb.RecordOutcomeResponse:
         receipt = self.flow.record_outcome(
             validation.decision_id(request.decision_id),
             request.action_id,
             validation.outcome(request.outcome),
         )
         return pb.RecordOutcomeResponse(outcome_id=receipt.outcome_id, duplicate=receipt.duplicate)
+
+
+class DecisionServicer:
+    """``nba.v1.DecisionService`` over gRPC: the call's deadline in, DecisionError out as the call's status."""
+
+    def __init__(self, api: DecisionApi) -> None:
+        self.api = api
+
+    @_handled
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:  # noqa: N802
+        remaining = context.time_remaining()
+        return self.api.decide(request, None if remaining is None else time.monotonic() + remaining)
+
+    @_handled
+    def RecordOutcome(  # noqa: N802
+        self, request: pb.RecordOutcomeRequest, context: grpc.ServicerContext
+    ) -> pb.RecordOutcomeResponse:
+        return self.api.record_outcome(request)
 
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {

@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     workers: int = Field(4, ge=1, le=64)
     """gRPC handler threads. More threads make p99 worse on 2 cores (see PERFORMANCE.md)."""
 
+    http_enabled: bool = True
+    """Serve the HTTP/JSON API and the teller screen beside gRPC, in the same process."""
+
+    http_port: int = Field(8080, ge=0, le=65535)
+    """HTTP port of the JSON API (/v1/...) and the teller screen (/teller), on the same host; 0 picks a free one."""
+
+    http_deadline_ms: float = Field(1000.0, gt=0)
+    """Deadline of an HTTP decision (gRPC callers set their own): too little time left skips the feature read."""
+
     redis_url: str = ""
     """Redis URL of the feature store and decision log. Empty starts an embedded Redis server under data_dir."""
 

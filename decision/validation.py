@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from decision.domain import Outcome, Touchpoint
@@ -84,6 +84,14 @@ def decision_id(value: str) -> str:
 
 def outcome(value: int) -> Outcome:
     return _member("outcome", Outcome, value)
+
+
+def enum_name(field: str, value: str, names: Sequence[str]) -> str:
+    """A proto enum value by its name, as the JSON form of a request gives it; unknown names are refused."""
+    if value not in names:
+        accepted = ", ".join(n for n in names if not n.endswith("_UNSPECIFIED"))
+        raise InvalidArgument(f"{field}: must be one of {accepted}; got {_shown(value)}")
+    return value
 
 
 def _member(field: str, kind: type[E], value: int) -> E:

@@ -71,8 +71,10 @@ def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
     client.close()
 
 
-def forget_offers(client: redis.Redis, customer_id: str) -> None:
+def forget_offers(service: Service, customer_id: str) -> None:
     """Drop the offers from a customer's contact history (a new visit), keeping declines and follow-ups."""
+    service.flow.decision_log.writer.flush()  # the offers of a decision just answered, still being written
+    client = service.client
     key = f"nba:contact:{customer_id}"
     offers = [m for m in client.zrange(key, 0, -1) if str(m).startswith("offered|")]
     if offers:
@@ -83,6 +85,7 @@ def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **override
     return Settings(
         _env_file=None,
         port=0,
+        http_port=0,
         redis_url=redis_url,
         model_dir=model_dir,
         data_dir=data_dir,

@@ -92,9 +92,9 @@ def test_s1_no_flight_to_upgrade_means_the_next_best_recovery_and_its_letter(stu
     assert "5,000 bonus points" in letter.text and "First Class" not in letter.text
 
 
-def test_s2_italian_passenger_is_served_in_italian_everywhere(stub, redis_client):
+def test_s2_italian_passenger_is_served_in_italian_everywhere(stub, service):
     for touchpoint in (pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR):
-        forget_offers(redis_client, "demo-italian")  # a trip each: the visit's offer limit does not bite
+        forget_offers(service, "demo-italian")  # a trip each: the visit's offer limit does not bite
         reply = decide(stub, "demo-italian", touchpoint, flight=fresh_flight())
         assert reply.explanation.language == "it"
         assert reply.explanation.greeting.startswith(("Che piacere", "Buongiorno"))
@@ -181,7 +181,7 @@ def test_stale_profile_is_reported(stub, service: Service):
     assert "features_stale" in reply.degraded_codes and "days old" in reply.degraded_reason
 
 
-def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub, redis_client):
+def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub, service):
     request = pb.DecideRequest(
         customer_id="demo-ife-gold",
         touchpoint=pb.CHECKIN_AGENT,
@@ -189,7 +189,7 @@ def test_ranking_is_mandatory_first_then_by_score_and_deterministic(stub, redis_
         max_actions=20,
     )
     first = stub.Decide(request, timeout=5)
-    forget_offers(redis_client, "demo-ife-gold")  # the same inputs: the first answer's offers not counted
+    forget_offers(service, "demo-ife-gold")  # the same inputs: the first answer's offers not counted
     second = stub.Decide(request, timeout=5)
     mandatory = [a.mandatory for a in first.actions]
     assert mandatory == sorted(mandatory, reverse=True)

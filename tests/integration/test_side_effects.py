@@ -134,14 +134,14 @@ def test_an_offer_declined_twice_in_30_days_is_suppressed(stub, service):
         )
 
     for _ in range(2):
-        forget_offers(service.client, customer)  # visits on different days: only the declines count
+        forget_offers(service, customer)  # visits on different days: only the declines count
         reply = ask()
         assert "lounge_pass" in [a.action_id for a in reply.actions]
         stub.RecordOutcome(
             pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id="lounge_pass", outcome=pb.DECLINED),
             timeout=5,
         )
-    forget_offers(service.client, customer)
+    forget_offers(service, customer)
     third = ask()
     assert "lounge_pass" not in [a.action_id for a in third.actions]
     assert ("lounge_pass", "declined_twice_30d") in {(s.action_id, s.reason_code) for s in third.explanation.suppressed}
