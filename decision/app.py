@@ -10,9 +10,10 @@ from types import TracebackType
 
 import redis
 
+from decision.catalogue import Catalogue
+from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
 from decision.http_api import HttpServer, create_app
-from decision.scoring import LightGBMScorer
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
@@ -35,10 +36,19 @@ def rule_files(settings: Settings) -> RuleFiles:
     return RuleFiles(settings.policy_dir, settings.catalogue_path, settings.messages_path)
 
 
-def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig) -> DecisionFlow:
+def model_source(settings: Settings, schema: FeatureSchema) -> ModelSource:
+    """The published models (the registry's live.json), or NBA_MODEL_DIR while nothing is published."""
+    actions = Catalogue.load(settings.catalogue_path).action_ids
+    return ModelSource(settings.registry_root, settings.model_dir, schema, actions, settings.schema_path)
+
+
+def build_flow(
+    settings: Settings, client: redis.Redis, config: RedisStoreConfig, models: ModelSource | None = None
+) -> DecisionFlow:
     """The decision flow over a Redis client; every part built from settings, nothing global."""
     schema = FeatureSchema.load(settings.schema_path)
-    strategy = load_strategy(rule_files(settings), schema, LightGBMScorer(settings.model_dir, schema))
+    models = models or model_source(settings, schema)
+    strategy = load_strategy(rule_files(settings), schema, models.load(checked=False))
     breaker = CircuitBreaker(config.retry_after_ms / 1000.0)
     return DecisionFlow(
         store=RedisOnlineStore(client, config, breaker),
@@ -56,6 +66,7 @@ def build_flow(settings: Settings, client: redis.Redis, config: RedisStoreConfig
             feature_max_age_s=settings.feature_max_age_s,
             explain_top_features=settings.explain_top_features,
             store_timeout_s=settings.redis_timeout_ms / 1000.0,
+            exploration_share=settings.exploration_share,
         ),
     )
 
@@ -84,7 +95,8 @@ class Service:
         try:
             config = store_config(settings, redis_url)
             client = connect(config)
-            flow = build_flow(settings, client, config)
+            models = model_source(settings, FeatureSchema.load(settings.schema_path))
+            flow = build_flow(settings, client, config, models)
             api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
             server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
             http = None
@@ -108,7 +120,12 @@ class Service:
         if http is not None:
             log.info("serving the HTTP/JSON API and the teller screen on %s", http.url)
         watcher = StrategyWatcher(
-            rule_files(settings), flow.schema, lambda: flow.strategy, flow.install, settings.rules_reload_s
+            rule_files(settings),
+            flow.schema,
+            lambda: flow.strategy,
+            flow.install,
+            settings.rules_reload_s,
+            models=models,
         ).start()
         return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http)
 

@@ -140,6 +140,23 @@ class OpenItem:
 
 
 @dataclass(frozen=True)
+class PolicyTrace:
+    """How the first action was chosen, for off-policy evaluation and champion/challenger comparison."""
+
+    # Which model decided: "champion", or "challenger" for the customers of a split.
+    arm: str = "champion"
+    # True when exploration drew the first action at random among the eligible non-mandatory ones.
+    explored: bool = False
+    # Probability that this policy puts this first action first, given the customer and context (1 when no
+    # choice was left to chance: a mandatory action, a single candidate, exploration off).
+    propensity: float = 1.0
+    exploration_share: float = 0.0
+    # A challenger in shadow: its version and the first action it would have chosen (it never decides).
+    shadow_model_version: str = ""
+    shadow_action_id: str = ""
+
+
+@dataclass(frozen=True)
 class Decision:
     decision_id: str
     request_id: str
@@ -159,6 +176,7 @@ class Decision:
     decided_at_ms: int = 0
     # Every candidate that reached the model, for the decision log: action_id -> (propensity, score).
     candidates: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    policy: PolicyTrace = PolicyTrace()
 
     @property
     def degraded(self) -> bool:

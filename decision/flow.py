@@ -27,11 +27,14 @@ from decision.domain import (
     FeatureFreshness,
     Outcome,
     OutcomeReceipt,
+    PolicyTrace,
     RankedAction,
 )
 from decision.eligibility import Eligible
 from decision.errors import InvalidArgument, NotFound, Unavailable
 from decision.explanation import Narrator
+from decision.exploration import explore
+from decision.scoring import Scorer
 from decision.side_effects import (
     CapacityClaim,
     DecisionLog,
@@ -51,6 +54,7 @@ class FlowLimits:
     feature_max_age_s: float
     explain_top_features: int
     store_timeout_s: float
+    exploration_share: float = 0.0
 
 
 class DecisionFlow:
@@ -113,25 +117,36 @@ class DecisionFlow:
         fact = policy.fact(values, request.touchpoint, request.context, record.contacts, record.found, now)
         eligible = policy.evaluate(fact, request.touchpoint, dt.date.fromtimestamp(now))
 
-        # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call.
+        # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call,
+        # by the customer's arm of a champion/challenger split (the champion when there is none).
         candidate_ids = [a.action_id for a in eligible.actions]
         candidate_ids += sorted(
             {f for f, _, _ in eligible.fallbacks.values() if f in eligible.standby} - set(candidate_ids)
         )
-        propensity = dict(zip(candidate_ids, strategy.scorer.score(values, candidate_ids).tolist(), strict=True))
+        arm, scorer = strategy.models.arm(request.customer_id)
+        propensity = dict(zip(candidate_ids, scorer.score(values, candidate_ids).tolist(), strict=True))
+        trace = PolicyTrace(arm=arm, exploration_share=self.limits.exploration_share)
+        if (shadow := strategy.models.shadow_scorer) is not None:
+            choice = self._shadow_choice(shadow, values, eligible)
+            trace = replace(trace, shadow_model_version=shadow.version, shadow_action_id=choice)
 
         request_id = request.request_id or f"auto-{decision_id}"
         inputs = {"features": dict(record.raw), "context": dict(request.context)}
         while True:
-            # 4. Arbitration within the contact policy's offer limit, 5. explanation.
+            # 4. Arbitration (with exploration's share of random first actions) within the contact policy's
+            # offer limit, 5. explanation.
             propensities = [propensity[a.action_id] for a in eligible.actions]
-            ranking = eligible.limit_offers(
-                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts)
+            explored = explore(
+                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts),
+                self.limits.exploration_share,
+                decision_id,
             )
+            ranking = eligible.limit_offers(explored.ranking)
             ranked = ranking[: request.max_actions]
+            trace = replace(trace, explored=explored.explored, propensity=explored.propensity)
             decision = self._explain(
-                strategy, request, decision_id, request_id, now, values, record.found, eligible, ranking, ranked,
-                freshness, degraded,
+                strategy, scorer, request, decision_id, request_id, now, values, record.found, eligible, ranking,
+                ranked, freshness, degraded, trace,
             )  # fmt: skip
             # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
             claims = self._claims(request, ranked)
@@ -203,6 +218,13 @@ class DecisionFlow:
             )
         return FeatureFreshness(found=True, age_ms=age_ms, stale=stale, max_age_ms=max_age_ms)
 
+    def _shadow_choice(self, shadow: Scorer, values: dict, eligible: Eligible) -> str:
+        """What a challenger in shadow would put first for the same candidates and rules; it never decides."""
+        ids = [a.action_id for a in eligible.actions]
+        scores = shadow.score(values, ids)
+        ranking = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
+        return ranking[0].action.action_id if ranking else ""
+
     def _claims(self, request: DecisionRequest, ranked: Sequence[Ranked]) -> list[CapacityClaim]:
         claims = []
         for r in ranked:
@@ -215,6 +237,7 @@ class DecisionFlow:
     def _explain(
         self,
         strategy: Strategy,
+        scorer: Scorer,
         request: DecisionRequest,
         decision_id: str,
         request_id: str,
@@ -226,6 +249,7 @@ class DecisionFlow:
         ranked: Sequence[Ranked],
         freshness: FeatureFreshness,
         degraded: dict[str, str],
+        trace: PolicyTrace,
     ) -> Decision:
         language = eligible.language
         touchpoint = request.touchpoint
@@ -234,7 +258,7 @@ class DecisionFlow:
         greeting = narrator.greeting(fields, language, known)
         top: list = []
         if ranked and self.limits.explain_top_features:
-            top = strategy.scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
+            top = scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
         features = narrator.contributions(top, values, language, touchpoint)
         text, messages = narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
         actions = tuple(
@@ -274,7 +298,7 @@ class DecisionFlow:
                 suppressed=tuple(eligible.suppressed) + tuple(eligible.held_back),
                 ranking_margin=margin,
             ),
-            model_version=strategy.scorer.version,
+            model_version=scorer.version,
             rules_version=strategy.rules_version,
             catalogue_version=strategy.catalogue.version,
             features=freshness,
@@ -283,6 +307,7 @@ class DecisionFlow:
             open_items=tuple(narrator.open_items(values, fields, language, touchpoint)),
             decided_at_ms=int(now * 1000),
             candidates={r.action.action_id: (r.propensity, r.priority) for r in ranking},
+            policy=trace,
             **_degradation(degraded),
         )
 

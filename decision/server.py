@@ -193,6 +193,14 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
         ],
         channel=pb.ChannelAdvice(channel=d.channel.channel, reason_code=d.channel.reason_code, text=d.channel.text),
         open_items=[pb.OpenItem(kind=i.kind, text=i.text, detailed=i.detailed) for i in d.open_items],
+        policy=pb.PolicyTrace(
+            arm=d.policy.arm,
+            explored=d.policy.explored,
+            propensity=d.policy.propensity,
+            exploration_share=d.policy.exploration_share,
+            shadow_model_version=d.policy.shadow_model_version,
+            shadow_action_id=d.policy.shadow_action_id,
+        ),
     )
 
 

@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     """Where the embedded Redis keeps its data (append-only file) and the demo model lives."""
 
     model_dir: Path = Path(".nba-data/models/demo")
-    """Directory with model.txt and model.json of the live model."""
+    """Directory with model.txt and model.json of the model that serves while nothing is published."""
+
+    registry_dir: Path | None = None
+    """The model registry (nba train writes versions there, nba publish makes one live); its live.json is
+    followed by the running server. Default: registry under data_dir."""
+
+    exploration_share: float = Field(0.02, ge=0.0, le=0.5)
+    """Share of decisions whose first action is drawn at random among the eligible non-mandatory ones, so the
+    log stays usable for off-policy evaluation; every decision logs the probability of what it chose."""
 
     schema_path: Path = DEFAULT_SCHEMA_PATH
     """The feature schema file."""
@@ -82,3 +90,7 @@ class Settings(BaseSettings):
 
     explain_top_features: int = Field(3, ge=0, le=20)
     """How many model feature contributions an explanation names."""
+
+    @property
+    def registry_root(self) -> Path:
+        return self.registry_dir if self.registry_dir is not None else Path(self.data_dir) / "registry"

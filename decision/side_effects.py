@@ -51,6 +51,7 @@ from decision.domain import (
     OpenItem,
     Outcome,
     OutcomeReceipt,
+    PolicyTrace,
     RankedAction,
     RuleFired,
     Suppression,
@@ -574,4 +575,5 @@ def decision_from_json(data: bytes | str) -> Decision:
         open_items=tuple(OpenItem(**i) for i in d.get("open_items", ())),
         decided_at_ms=d["decided_at_ms"],
         candidates={k: (v[0], v[1]) for k, v in d["candidates"].items()},
+        policy=PolicyTrace(**d.get("policy", {})),
     )

@@ -7,7 +7,9 @@ finishes on the strategy it started with.
 
 :class:`StrategyWatcher` is the hot reload business analysts rely on: it polls the rule files, and a change
 that loads and compiles becomes the strategy of the next decision; one that does not is refused, logged with
-the file, rule and field at fault, and the last good strategy keeps serving.
+the file, rule and field at fault, and the last good strategy keeps serving. It polls the published models the
+same way (``decision/deployment.py``): ``nba publish`` and ``nba rollback`` reach every running server within
+one poll, and a model that cannot serve is refused while the live one keeps serving.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from decision.catalogue import Catalogue, CatalogueError
+from decision.deployment import Models, ModelSource
 from decision.eligibility import EligibilityPolicy
 from decision.explanation import Narrator, NarratorError
-from decision.scoring import Scorer
+from decision.scoring import ModelError, Scorer
 from features.schema import FeatureSchema
 from rules.engine import ReasonTexts, RuleFileError, RulesEngine
 
@@ -57,12 +60,17 @@ class RuleFiles:
 
 @dataclass(frozen=True)
 class Strategy:
-    """The catalogue, rules, texts and model one decision is made with."""
+    """The catalogue, rules, texts and models one decision is made with."""
 
     catalogue: Catalogue
     eligibility: EligibilityPolicy
     narrator: Narrator
-    scorer: Scorer
+    models: Models
+
+    @property
+    def scorer(self) -> Scorer:
+        """The champion model."""
+        return self.models.champion
 
     @property
     def rules(self) -> RulesEngine:
@@ -73,12 +81,12 @@ class Strategy:
         """Content hash of the policy files and of the explanation templates they speak through."""
         return self.eligibility.version
 
-    def with_scorer(self, scorer: Scorer) -> Strategy:
-        """The same rules and texts with another model (a published model version)."""
-        return replace(self, scorer=scorer)
+    def with_models(self, models: Models | Scorer) -> Strategy:
+        """The same rules and texts with other models (a published deployment)."""
+        return replace(self, models=models if isinstance(models, Models) else Models(models))
 
 
-def load_strategy(files: RuleFiles, schema: FeatureSchema, scorer: Scorer) -> Strategy:
+def load_strategy(files: RuleFiles, schema: FeatureSchema, models: Models | Scorer) -> Strategy:
     """Load and check the catalogue, the messages and every rule file; raise one of RELOAD_ERRORS if any is bad."""
     catalogue = Catalogue.load(files.catalogue_path)
     narrator = Narrator(files.messages_path, schema)
@@ -96,12 +104,13 @@ def load_strategy(files: RuleFiles, schema: FeatureSchema, scorer: Scorer) -> St
         catalogue=catalogue,
         eligibility=EligibilityPolicy(catalogue, rules, narrator.languages, version=version),
         narrator=narrator,
-        scorer=scorer,
+        models=models if isinstance(models, Models) else Models(models),
     )
 
 
 class StrategyWatcher:
-    """Reloads the strategy when a rule file, the catalogue or the messages change; refuses a bad change.
+    """Reloads the strategy when a rule file, the catalogue or the messages change, or when another model is
+    published; refuses a bad change.
 
     ``current`` reads the live strategy and ``install`` replaces it (the flow's attribute). ``check`` runs one
     poll and is what the background thread calls every ``interval_s``; tests call it directly too.
@@ -114,21 +123,54 @@ class StrategyWatcher:
         current: Callable[[], Strategy],
         install: Callable[[Strategy], None],
         interval_s: float = 1.0,
+        models: ModelSource | None = None,
     ) -> None:
         self.files = files
         self.schema = schema
         self.current = current
         self.install = install
         self.interval_s = interval_s
+        self.models = models
         self.last_error: str | None = None
+        self.last_model_error: str | None = None
         self.reloads = 0
+        self.model_swaps = 0
         self._stamp = files.stamp()
+        self._model_stamp = models.loaded_stamp if models is not None else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def check(self) -> bool:
         """Reload if any file changed since the last look; True when a new strategy was installed."""
+        swapped = self.check_models()
+        return self.check_rules() or swapped
+
+    def check_models(self) -> bool:
+        """Load the published models if ``live.json`` changed; True when they were installed."""
+        if self.models is None:
+            return False
+        with self._lock:
+            if self.models.stamp() == self._model_stamp:
+                return False
+            live = self.current()
+            try:
+                models = self.models.load(live.catalogue.action_ids)
+            except (ModelError, *RELOAD_ERRORS) as error:
+                # Refused once per change of live.json, not at every poll: the next publish is looked at afresh.
+                self._model_stamp = self.models.loaded_stamp
+                self.last_model_error = str(error)
+                log.error("model change refused, still serving %s: %s", live.models.describe(), error)
+                return False
+            self._model_stamp = self.models.loaded_stamp
+            self.last_model_error = None
+            self.install(self.current().with_models(models))
+            self.model_swaps += 1
+            log.info("models %s live (were %s)", models.describe(), live.models.describe())
+            return True
+
+    def check_rules(self) -> bool:
+        """Reload the rule files, catalogue and messages if any changed; True when a new strategy was installed."""
         with self._lock:
             stamp = self.files.stamp()
             if stamp == self._stamp:
@@ -136,7 +178,7 @@ class StrategyWatcher:
             self._stamp = stamp
             live = self.current()
             try:
-                strategy = load_strategy(self.files, self.schema, live.scorer)
+                strategy = load_strategy(self.files, self.schema, live.models)
             except RELOAD_ERRORS as error:
                 self.last_error = str(error)
                 log.error("rules change refused, still serving rules %s: %s", live.rules_version, error)

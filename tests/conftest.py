@@ -82,6 +82,8 @@ def forget_offers(service: Service, customer_id: str) -> None:
 
 
 def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
+    """Settings of a test service. Exploration is off unless a test asks for it: tests that expect the model's
+    own first choice would otherwise fail on the share of decisions that explore."""
     return Settings(
         _env_file=None,
         port=0,
@@ -89,7 +91,7 @@ def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **override
         redis_url=redis_url,
         model_dir=model_dir,
         data_dir=data_dir,
-        **overrides,
+        **{"exploration_share": 0.0, **overrides},
     )
 
 

@@ -1,4 +1,5 @@
-"""The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models.
+"""The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models, publish,
+rollback.
 
 ``add_training_commands`` adds them to the ``nba`` parser and returns their handlers; each handler calls
 ``training.loop`` (the same API notebooks use). Heavy imports wait until a command runs, so ``nba decide``
@@ -32,6 +33,9 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     export.add_argument("--redis-url", required=True)
     export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
     export.add_argument("--answered-only", action="store_true", help="drop offered actions without an outcome")
+    export.add_argument(
+        "--chosen-only", action="store_true", help="only each decision's first action (the rows off-policy needs)"
+    )
 
     train = commands.add_parser("train", help="train a model on a log; prints the new version id last")
     _log_columns(train, required=True)
@@ -54,8 +58,20 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     score.add_argument("--touchpoint", default=None, help="decide with the rules at this touchpoint")
     score.add_argument("--registry", type=Path, default=None)
 
-    models = commands.add_parser("models", help="list the registry's model versions")
+    models = commands.add_parser("models", help="list the registry's model versions; * marks what serves")
     models.add_argument("--registry", type=Path, default=None)
+
+    publish = commands.add_parser("publish", help="make a registry version live on every running server")
+    publish.add_argument("version", help="version id or latest")
+    publish.add_argument("--challenger", default=None, help="a second version, deciding --share of the customers")
+    publish.add_argument("--share", type=float, default=0.0, help="the challenger's share of customers, in (0, 1)")
+    publish.add_argument("--shadow", action="store_true", help="the challenger scores every request, never decides")
+    publish.add_argument("--note", default="", help="why, for the audit trail")
+    publish.add_argument("--registry", type=Path, default=None)
+
+    rollback = commands.add_parser("rollback", help="go back to the deployment before the live one")
+    rollback.add_argument("--note", default="", help="why, for the audit trail")
+    rollback.add_argument("--registry", type=Path, default=None)
 
     return {
         "demo-log": _guarded("demo-log", _demo_log),
@@ -64,6 +80,8 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
         "evaluate": _guarded("evaluate", _evaluate),
         "score": _guarded("score", _score),
         "models": _guarded("models", _models),
+        "publish": _guarded("publish", _publish),
+        "rollback": _guarded("rollback", _rollback),
     }
 
 
@@ -78,13 +96,14 @@ def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _guarded(name: str, handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
+        from decision.scoring import ModelError
         from training.artifact import ArtifactError
         from training.log_import import LogError
         from training.registry import RegistryError
 
         try:
             return handler(args)
-        except (LogError, RegistryError, ArtifactError) as exc:
+        except (LogError, RegistryError, ArtifactError, ModelError) as exc:
             print(f"nba {name}: {exc}", file=sys.stderr)
             return 2
 
@@ -105,7 +124,9 @@ def _export_log(args: argparse.Namespace) -> int:
     from training import loop
     from training.log_import import read_table
 
-    path = loop.export_decision_log(args.redis_url, args.out, answered_only=args.answered_only)
+    path = loop.export_decision_log(
+        args.redis_url, args.out, answered_only=args.answered_only, chosen_only=args.chosen_only
+    )
     table = read_table(path)
     decisions = len(set(table.column("decision_id").to_pylist())) if table.num_rows else 0
     print(f"exported {table.num_rows:,} offered actions of {decisions:,} decisions to {path}")
@@ -182,11 +203,41 @@ def _models(args: argparse.Namespace) -> int:
     from training import loop
     from training.registry import Registry
 
-    root = Path(args.registry or loop.default_registry())
-    for entry in Registry(root).versions():
+    registry = Registry(Path(args.registry or loop.default_registry()))
+    live = registry.live()
+    serving = {live.champion: "* live", live.challenger: "* challenger"} if live else {}
+    for entry in registry.versions():
         quality = {k: round(v, 4) for k, v in entry["metrics"].items() if k in ("auc_holdout", "rmse_holdout")}
         servable = "servable" if entry["servable"] else "offline only"
-        print(f"{entry['version']}  {entry['trained_at']}  {entry['rows']} rows  {servable}  {quality}")
+        mark = serving.get(entry["version"], "")
+        print(
+            f"{entry['version']}  {entry['trained_at']}  {entry['rows']} rows  {servable}  {quality}  {mark}".rstrip()
+        )
+    if live is None:
+        print("nothing published: servers use NBA_MODEL_DIR")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from training import loop
+
+    deployment = loop.publish(
+        args.version,
+        challenger=args.challenger,
+        share=args.share,
+        shadow=args.shadow,
+        note=args.note,
+        registry=args.registry,
+    )
+    print(f"live: {deployment.describe()} (running servers follow within NBA_RULES_RELOAD_S)")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from training import loop
+
+    deployment = loop.rollback(note=args.note, registry=args.registry)
+    print(f"live again: {deployment.describe()}")
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from training.artifact import ModelArtifact
 from training.demo_model import auc, logloss
+from training.live_traffic import LiveComparison, live_comparison
 from training.log_import import ImportedLog, LogError
 from training.off_policy import DEFAULT_MAX_WEIGHT, Estimate, PolicyValue, difference, evaluate_policy
 
@@ -52,6 +53,8 @@ class Evaluation:
     metrics: dict[str, Any]
     max_weight: float
     warnings: list[str] = field(default_factory=list)
+    # Champion against challenger (or shadow) on the live traffic the log holds, when it holds any.
+    live: LiveComparison | None = None
 
     @property
     def outcomes(self) -> np.ndarray:
@@ -86,6 +89,7 @@ class Evaluation:
             "metrics": {k: v for k, v in self.metrics.items() if not isinstance(v, dict)},
             "policies": {p.policy: p.to_json() for p in self.policies},
             "model_minus_logging": {k: v.to_json() for k, v in self.model_minus_logging.items()},
+            "live_traffic": self.live.to_json() if self.live is not None else None,
             "warnings": self.warnings,
         }
 
@@ -191,6 +195,9 @@ def evaluate_model(
         metrics=prediction_metrics(outcomes, predicted_logged, actions, artifact.objective == "binary"),
         max_weight=max_weight,
         warnings=warnings,
+        live=live_comparison(
+            log.table, log.columns.outcome, log.columns.action, log.columns.propensity, max_weight=max_weight
+        ),
     )
 
 

@@ -8,6 +8,8 @@
     evaluation = loop.evaluate(trained.version, "demo-log.parquet", report="report.html")
     evaluation.summary()["model_minus_logging"]                      # nba evaluate ... (its JSON line)
     loop.score(trained.version, "customers.csv", "scores.csv")       # nba score ...
+    loop.publish(trained.version)                                    # nba publish VERSION
+    loop.rollback()                                                  # nba rollback
 
 Models live in a registry directory (default: ``registry`` under ``NBA_DATA_DIR``); a model is named by its
 version id, ``latest``, or a directory holding model.txt and model.json.
@@ -26,7 +28,7 @@ from training.demo_log import LoggingPolicy, simulate_decision_log
 from training.evaluate import Evaluation, evaluate_model
 from training.log_import import ImportedLog, LogColumns, import_log, write_table
 from training.off_policy import DEFAULT_MAX_WEIGHT
-from training.registry import Registry
+from training.registry import Deployment, Registry
 from training.report import write_report
 from training.scoring_batch import ScoreResult, score_file
 from training.train import TrainingOptions, train_model
@@ -38,6 +40,8 @@ __all__ = [
     "export_decision_log",
     "load_log",
     "load_model",
+    "publish",
+    "rollback",
     "score",
     "simulate_demo_log",
     "train",
@@ -62,7 +66,7 @@ def default_registry() -> Path:
     """``registry`` under the service's data directory (``NBA_DATA_DIR``, default ``.nba-data``)."""
     from decision.settings import Settings
 
-    return Path(Settings().data_dir) / "registry"
+    return Settings().registry_root
 
 
 def load_log(
@@ -154,15 +158,54 @@ def score(
     return score_file(load_model(model, registry), Path(input), Path(output), touchpoint=touchpoint)
 
 
-def export_decision_log(redis_url: str, output: Path | str, *, answered_only: bool = False) -> Path:
-    """``nba export-log``: the service's decision and outcome streams as a training log file."""
+def publish(
+    version: str,
+    *,
+    challenger: str | None = None,
+    share: float = 0.0,
+    shadow: bool = False,
+    note: str = "",
+    registry: Path | str | None = None,
+) -> Deployment:
+    """``nba publish``: make a version live (with an optional challenger) on every running server.
+
+    Each model is first checked as a server would load it, in a child process: one that does not match the
+    feature schema, is damaged or does not give probabilities for every catalogue action is refused
+    (``ModelError``) and what serves stays as it is.
+    """
+    from decision.catalogue import Catalogue
+    from decision.deployment import check_model
+    from decision.settings import Settings
+
+    settings = Settings()  # checked against the schema and catalogue the servers are configured with
+    actions = Catalogue.load(settings.catalogue_path).action_ids
+    return Registry(Path(registry or default_registry())).publish(
+        version,
+        challenger=challenger,
+        share=share,
+        shadow=shadow,
+        note=note,
+        check=lambda directory: check_model(directory, settings.schema_path, actions),
+    )
+
+
+def rollback(*, note: str = "", registry: Path | str | None = None) -> Deployment:
+    """``nba rollback``: the deployment before the live one serves again."""
+    return Registry(Path(registry or default_registry())).rollback(note=note)
+
+
+def export_decision_log(
+    redis_url: str, output: Path | str, *, answered_only: bool = False, chosen_only: bool = False
+) -> Path:
+    """``nba export-log``: the service's decision and outcome streams as a training log file (``chosen_only``:
+    one row per decision, its first action, with the policy's propensity: what off-policy evaluation reads)."""
     import redis
 
     from training.stream_export import export_decision_log as export
 
     client = redis.Redis.from_url(redis_url)
     try:
-        table = export(client, answered_only=answered_only)
+        table = export(client, answered_only=answered_only, chosen_only=chosen_only)
     finally:
         client.close()
     return write_table(table, Path(output))

@@ -2,30 +2,39 @@
 
     registry/
       index.json                     every version, oldest first: id, when, servable, log fingerprint, metrics
+      live.json                      what serves: a stack of deployments (newest last) and the audit trail
       20251122-142700-3fa2b1c4/      a version: the files the service reads
         model.txt                    LightGBM's text model
         model.json                   the model card (decision/scoring.py's ModelCard reads it)
 
-A version directory is complete or absent: it is written under a temporary name and renamed into place, so
-``nba publish VERSION`` (later) can point the service's model directory at ``registry/VERSION`` and never see
-half a model. A version is never rewritten; the index can be rebuilt from the directories at any time.
+A version directory is complete or absent: it is written under a temporary name and renamed into place, so a
+server following ``live.json`` never sees half a model. A version is never rewritten; the index can be rebuilt
+from the directories at any time.
+
+``nba publish VERSION`` pushes a deployment (a champion, and optionally a challenger deciding a share of the
+customers or scoring in its shadow) on the stack; ``nba rollback`` pops it, so the one before serves again. Every
+running server polls ``live.json`` and swaps models between decisions (``decision/deployment.py``). Both are
+recorded in the audit trail with when, who and why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import getpass
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 MODEL_FILE = "model.txt"
 CARD_FILE = "model.json"
 INDEX_FILE = "index.json"
+LIVE_FILE = "live.json"
 LATEST = "latest"
 
 
@@ -35,6 +44,42 @@ class RegistryError(LookupError):
 
 class VersionExists(RegistryError):
     """A version of that id is already stored (versions are never rewritten)."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What serves: the champion decides; a challenger, when there is one, decides ``share`` of the customers
+    (``mode="split"``, by a stable hash of the customer id) or scores every request beside it without ever
+    deciding (``mode="shadow"``)."""
+
+    champion: str
+    challenger: str | None = None
+    share: float = 0.0
+    mode: Literal["split", "shadow"] = "split"
+    published_at: str = ""
+    by: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("split", "shadow"):
+            raise RegistryError(f"mode: must be split or shadow; got {self.mode!r}")
+        if self.challenger is None and self.share:
+            raise RegistryError("share: only with a challenger (--challenger VERSION)")
+        if self.challenger is not None and self.mode == "split" and not 0.0 < self.share < 1.0:
+            raise RegistryError(f"share: a challenger's share of customers must be in (0, 1); got {self.share}")
+        if self.challenger is not None and self.challenger == self.champion:
+            raise RegistryError(f"challenger: must differ from the champion {self.champion!r}")
+
+    def describe(self) -> str:
+        if self.challenger is None:
+            return self.champion
+        if self.mode == "shadow":
+            return f"{self.champion} (challenger {self.challenger} in shadow)"
+        return f"{self.champion} (challenger {self.challenger} deciding {self.share:.0%} of customers)"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deployment:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class Registry:
@@ -89,6 +134,98 @@ class Registry:
             f"{self.root}; latest versions: {', '.join(known) or 'none'}"
         )
 
+    # -- deployments -------------------------------------------------------------------------------------------
+
+    def live(self) -> Deployment | None:
+        """The deployment serving now; None when nothing was ever published (servers use NBA_MODEL_DIR)."""
+        stack = self._live_document()["deployments"]
+        return Deployment.from_json(stack[-1]) if stack else None
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment still on the stack, oldest first (rollback goes back through them)."""
+        return [Deployment.from_json(d) for d in self._live_document()["deployments"]]
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every publish and rollback, oldest first: when, who, what and why."""
+        return list(self._live_document()["audit"])
+
+    def publish(
+        self,
+        version: str,
+        *,
+        challenger: str | None = None,
+        share: float = 0.0,
+        shadow: bool = False,
+        note: str = "",
+        by: str | None = None,
+        check: Callable[[Path], None] | None = None,
+    ) -> Deployment:
+        """Make ``version`` the champion (with an optional challenger); ``check`` refuses a model that cannot serve.
+
+        The check runs on every model named before anything changes, so a refused publish leaves the live
+        deployment as it was.
+        """
+        deployment = Deployment(
+            champion=self._servable_version(version),
+            challenger=self._servable_version(challenger) if challenger is not None else None,
+            share=share if not shadow else 0.0,
+            mode="shadow" if shadow else "split",
+            published_at=_now(),
+            by=by or _user(),
+            note=note,
+        )
+        if check is not None:
+            for name in filter(None, (deployment.champion, deployment.challenger)):
+                check(self.root / name)
+        with self._locked():
+            document = self._live_document()
+            document["deployments"].append(asdict(deployment))
+            document["audit"].append({"event": "publish", **asdict(deployment)})
+            self._write_live(document)
+        return deployment
+
+    def rollback(self, *, note: str = "", by: str | None = None) -> Deployment:
+        """Go back one deployment; returns the one serving again. Refused when there is nothing to go back to."""
+        with self._locked():
+            document = self._live_document()
+            stack = document["deployments"]
+            if len(stack) < 2:
+                what = "nothing was published" if not stack else f"only {stack[-1]['champion']} was ever published"
+                raise RegistryError(f"nothing to roll back to: {what} in {self.root}")
+            retired = stack.pop()
+            restored = Deployment.from_json(stack[-1])
+            document["audit"].append(
+                {"event": "rollback", "at": _now(), "by": by or _user(), "note": note, "retired": retired,
+                 "restored": asdict(restored)}
+            )  # fmt: skip
+            self._write_live(document)
+        return restored
+
+    def _servable_version(self, version: str) -> str:
+        directory = self.resolve(version)
+        if directory.parent.resolve() != self.root.resolve():
+            raise RegistryError(f"{version!r}: only a version of the registry {self.root} can be published")
+        card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
+        if not card.get("servable", False):
+            raise RegistryError(
+                f"{directory.name} cannot serve: it was trained on columns other than the feature schema's "
+                "(an offline model, for nba score and nba evaluate only)"
+            )
+        return directory.name
+
+    def _live_document(self) -> dict[str, Any]:
+        path = self.root / LIVE_FILE
+        if not path.exists():
+            return {"deployments": [], "audit": []}
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return {"deployments": list(document.get("deployments", [])), "audit": list(document.get("audit", []))}
+
+    def _write_live(self, document: Mapping[str, Any]) -> None:
+        # Servers poll this file: replaced whole, so a reader sees the old document or the new one.
+        temporary = self.root / f".{LIVE_FILE}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps({"updated_at": _now(), **document}, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, self.root / LIVE_FILE)
+
     def rebuild_index(self) -> list[dict[str, Any]]:
         """Rewrite index.json from the version directories."""
         self._update_index()
@@ -110,6 +247,7 @@ class Registry:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         # Two trainings finishing together must not lose each other's index entry.
+        self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -130,6 +268,13 @@ def index_entry(card: Mapping[str, Any]) -> dict[str, Any]:
         "log_fingerprint": log.get("fingerprint"),
         "metrics": {k: v for k, v in card.get("metrics", {}).items() if isinstance(v, int | float)},
     }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return f"uid {os.getuid()}"
 
 
 def _now() -> str:

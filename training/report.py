@@ -57,6 +57,10 @@ def render(e: Evaluation) -> str:
     parts.append(_ope_table(e))
     parts.append(_figure("ope", "Estimated mean outcome of each policy, with 95% intervals", _plot_ope(e)))
 
+    if e.live is not None:
+        parts.append("<h2>Live traffic: champion and challenger</h2>")
+        parts.append(_live_section(e))
+
     parts.append("<h2>Prediction quality</h2>")
     parts.append(_metrics_table(e))
     if e.binary:
@@ -123,6 +127,45 @@ def _ope_table(e: Evaluation) -> str:
         d = e.model_minus_logging
         verdict = _verdict(d["dr"])
         rows.append(f"<p><strong>model minus logging</strong>: IPS {_est(d['ips'])}, DR {_est(d['dr'])}. {verdict}</p>")
+    return "\n".join(rows)
+
+
+def _live_section(e: Evaluation) -> str:
+    live = e.live
+    assert live is not None
+    rows = [
+        "<p>Each decision's first action, by the model that decided it. The arms are customer groups drawn by a "
+        "stable hash of the customer id, so their observed outcomes compare directly.</p>",
+        "<table><tr><th>arm</th><th>models</th><th>decisions</th><th>observed mean outcome</th></tr>",
+    ]
+    for arm in live.arms:
+        rows.append(
+            f"<tr><td>{_h(arm.arm)}</td><td>{_h(', '.join(arm.model_versions))}</td><td>{arm.decisions:,}</td>"
+            f"<td>{_est(arm.mean_outcome)}</td></tr>"
+        )
+    rows.append("</table>")
+    if live.challenger_minus_champion is not None:
+        diff = live.challenger_minus_champion
+        verdict = (
+            "The challenger does better (the interval is above zero)."
+            if diff.low > 0
+            else "The challenger does worse (the interval is below zero)."
+            if diff.high < 0
+            else "No significant difference yet (the interval contains zero)."
+        )
+        rows.append(f"<p><strong>challenger minus champion</strong>: {_est(diff)}. {verdict}</p>")
+    if live.shadow_decisions:
+        agreement = f"{live.shadow_agreement:.1%}" if live.shadow_agreement is not None else "?"
+        rows.append(
+            f"<p>Shadow {_h(', '.join(live.shadow_model_versions))} scored {live.shadow_decisions:,} decisions "
+            f"and agreed with the deciding model on {agreement} of them.</p>"
+        )
+        if live.shadow is not None:
+            rows.append(
+                f"<p>Its estimated mean outcome from the logged propensities: IPS {_est(live.shadow.ips)}, "
+                f"SNIPS {_est(live.shadow.snips)} (effective sample size "
+                f"{live.shadow.effective_sample_size:,.0f}).</p>"
+            )
     return "\n".join(rows)
 
 

@@ -10,9 +10,11 @@ action. A row of the export is one action a decision offered, with:
   or empty when none came back);
 * ``live_p_accept``: the live model's P(accept) for the action (what the service calls its "propensity");
   this is the model's estimate, *not* the probability that the policy chose the action;
-* ``propensity``: the probability that the logging policy offered the action, only when the decision recorded
-  one (a ``logging_propensities`` mapping in the decision record; exploration, when it comes, writes it). The
-  service's ranking is deterministic today, so the column is empty and off-policy estimates say so;
+* ``propensity``: the probability that the logging policy put the action first, on each decision's first row
+  (``rank`` 1): the decision's policy trace (``policy.propensity``, written since exploration) or an older
+  ``logging_propensities`` mapping; empty on the other rows, whose choice no propensity describes;
+* ``arm`` (champion or challenger: which model decided), ``explored`` (exploration drew the first action),
+  ``shadow_model_version`` and ``shadow_action`` (what a challenger in shadow would have put first);
 * ``ctx_<key>`` for each request context key, then every schema feature under its derived name, parsed at the
   decision's time exactly as the service parsed it (``last_incident_days`` is the age at the decision).
 
@@ -53,12 +55,14 @@ def export_decision_log(
     key_prefix: str = "nba:",
     schema: FeatureSchema | None = None,
     answered_only: bool = False,
+    chosen_only: bool = False,
     since_ms: int | None = None,
 ) -> pa.Table:
     """The decision and outcome streams as one table (see the module docstring), oldest decision first.
 
     ``answered_only`` keeps only offered actions whose outcome came back; otherwise an action without one counts
-    as not accepted (``accepted`` 0, ``outcome`` empty). ``since_ms`` skips decisions made before that time.
+    as not accepted (``accepted`` 0, ``outcome`` empty). ``chosen_only`` keeps each decision's first action
+    only (one row per decision, with its propensity). ``since_ms`` skips decisions made before that time.
     """
     schema = schema or FeatureSchema.load()
     outcomes: dict[tuple[str, str], str] = {}
@@ -76,11 +80,17 @@ def export_decision_log(
         context_keys.update(dict.fromkeys(context))
         logged = decision.get("logging_propensities") or {}
         candidates = decision.get("candidates") or {}
+        trace = decision.get("policy") or {}
         for rank, action in enumerate(decision.get("actions") or [], start=1):
+            if chosen_only and rank > 1:
+                break
             action_id = action["action_id"]
             outcome = outcomes.get((decision["decision_id"], action_id), "")
             if answered_only and not outcome:
                 continue
+            propensity = logged.get(action_id)
+            if trace and rank == 1:
+                propensity = float(trace.get("propensity", 1.0))
             live = candidates.get(action_id)
             rows.append(
                 {
@@ -96,7 +106,11 @@ def export_decision_log(
                     "accepted": int(outcome == ACCEPTED),
                     "outcome": outcome,
                     "live_p_accept": float(live[0]) if live else action.get("propensity"),
-                    "propensity": logged.get(action_id),
+                    "propensity": propensity,
+                    "arm": trace.get("arm", "champion"),
+                    "explored": bool(trace.get("explored", False)),
+                    "shadow_model_version": trace.get("shadow_model_version", ""),
+                    "shadow_action": trace.get("shadow_action_id", ""),
                     **context,
                     **values,
                 }
@@ -115,6 +129,10 @@ def export_decision_log(
         pa.field("outcome", pa.string()),
         pa.field("live_p_accept", pa.float64()),
         pa.field("propensity", pa.float64()),
+        pa.field("arm", pa.string()),
+        pa.field("explored", pa.bool_()),
+        pa.field("shadow_model_version", pa.string()),
+        pa.field("shadow_action", pa.string()),
     ]
     context_fields = [pa.field(k, pa.string()) for k in sorted(context_keys)]
     table = pa.Table.from_pylist(rows, schema=pa.schema(head + context_fields + feature_fields(schema)))

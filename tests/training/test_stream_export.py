@@ -79,8 +79,22 @@ def test_each_offered_action_is_a_row_with_its_outcome_and_the_features_as_decid
     assert (bank[0]["accepted"], bank[0]["outcome"]) == (0, "DECLINED")
     assert bank[0]["domain"] == "bank"
 
-    # The service's ranking is deterministic: nothing logged a propensity, so the export has no such column.
-    assert "propensity" not in table.column_names
+    # Exploration is off in the test service: each first action was chosen for sure (propensity 1), and no
+    # propensity describes how the later ranks were chosen.
+    for decision in decided.values():
+        rows = rows_of(table, decision.decision_id)
+        assert [r["propensity"] for r in rows] == [1.0] + [None] * (len(rows) - 1)
+        assert {(r["arm"], r["explored"], r["shadow_action"]) for r in rows} == {("champion", False, "")}
+
+
+def test_chosen_only_keeps_each_decisions_first_action_with_its_propensity(since_ms, decided, redis_client, service):
+    service.flow.decision_log.writer.flush()
+    table = export_decision_log(redis_client, chosen_only=True, since_ms=since_ms)
+    for decision in decided.values():
+        rows = rows_of(table, decision.decision_id)
+        assert [(r["rank"], r["action"], r["propensity"]) for r in rows] == [
+            (1, decision.actions[0].action_id, decision.policy.propensity)
+        ]
 
 
 def test_answered_only_keeps_the_actions_whose_outcome_came_back(since_ms, decided, redis_client):
