@@ -165,6 +165,9 @@ class Registry:
         The check runs on every model named before anything changes, so a refused publish leaves the live
         deployment as it was.
         """
+        # The arguments first (a share out of range is a typo to name before any model is looked at) ...
+        Deployment(version, challenger, share if not shadow else 0.0, "shadow" if shadow else "split")
+        # ... then the versions they name.
         deployment = Deployment(
             champion=self._servable_version(version),
             challenger=self._servable_version(challenger) if challenger is not None else None,
@@ -206,7 +209,8 @@ class Registry:
         if directory.parent.resolve() != self.root.resolve():
             raise RegistryError(f"{version!r}: only a version of the registry {self.root} can be published")
         card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
-        if not card.get("servable", False):
+        # A card without an encoding is the demo model's (nba train-demo): schema features by construction.
+        if not card.get("servable", "encoding" not in card):
             raise RegistryError(
                 f"{directory.name} cannot serve: it was trained on columns other than the feature schema's "
                 "(an offline model, for nba score and nba evaluate only)"
