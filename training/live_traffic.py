@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from training.off_policy import DEFAULT_MAX_WEIGHT, Z_95, Estimate, PolicyValue, evaluate_policy
 
@@ -81,7 +82,7 @@ def live_comparison(
     if "arm" not in names:
         return None
     if "rank" in names:
-        table = table.filter(pa.compute.equal(table.column("rank"), 1))
+        table = table.filter(pc.equal(table.column("rank"), 1))
     arms_column = np.array(table.column("arm").to_pylist(), dtype=object)
     outcomes = np.array(table.column(outcome_column).to_pylist(), dtype=np.float64)
     versions = np.array(table.column("model_version").to_pylist(), dtype=object) if "model_version" in names else None
