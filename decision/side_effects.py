@@ -266,17 +266,7 @@ class RedisDecisionLog(DecisionLog):
         """The background writer's job: plain commands, one round trip per batch; on failure, the spool."""
         pipe = self.client.pipeline(transaction=False)
         for decision, inputs in batch:
-            record = orjson.dumps(decision)
-            # NX: a concurrent retry that was decided twice keeps the first decision for its outcomes
-            pipe.set(self.decision_key(decision.decision_id), record, ex=self.ttl_s, nx=True)
-            pipe.execute_command("XADD", self.decisions_stream, "*", *stream_fields(decision, record, inputs))
-            members = contact_members(decision)
-            if members:
-                at = decision.decided_at_ms / 1000.0
-                key = self.keys.contacts(decision.customer_id)
-                pipe.zadd(key, dict.fromkeys(members, at))
-                pipe.zremrangebyscore(key, "-inf", at - self.contact_history_s)
-                pipe.expire(key, math.ceil(self.contact_history_s))
+            self._queue_write(pipe, decision, orjson.dumps(decision), inputs)
         try:
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
@@ -287,6 +277,20 @@ class RedisDecisionLog(DecisionLog):
             return
         self._replay_spool()
 
+    def _queue_write(self, pipe: Any, decision: Decision, record: bytes, inputs: Inputs) -> None:
+        """The commands that log a decision without side effects: its key (for outcomes and retries), the
+        stream entry and the contact history; queued on ``pipe``."""
+        # NX: a concurrent retry that was decided twice keeps the first decision for its outcomes
+        pipe.set(self.decision_key(decision.decision_id), record, ex=self.ttl_s, nx=True)
+        pipe.execute_command("XADD", self.decisions_stream, "*", *stream_fields(decision, record, inputs))
+        members = contact_members(decision)
+        if members:
+            at = decision.decided_at_ms / 1000.0
+            key = self.keys.contacts(decision.customer_id)
+            pipe.zadd(key, dict.fromkeys(members, at))
+            pipe.zremrangebyscore(key, "-inf", at - self.contact_history_s)
+            pipe.expire(key, math.ceil(self.contact_history_s))
+
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
             for decision, inputs in batch:
@@ -295,7 +299,8 @@ class RedisDecisionLog(DecisionLog):
     def _replay_spool(self) -> None:
         """Redis answers again: move what was spooled while it was down into the stream."""
         if self.spool is not None and self.spool.pending:
-            self.spool.replay(self.client, self.decisions_stream)
+            # The same writes as a batch: an outcome for a spooled decision finds it once it is replayed.
+            self.spool.replay(self.client, self._queue_write)
 
     def find(self, decision_id: str) -> Decision:
         if decision_id in self.writer.waiting:
@@ -528,8 +533,9 @@ class DecisionSpool:
             with self.path.open("ab") as spool:
                 spool.write(record + b"\n")
 
-    def replay(self, client: redis.Redis, stream: str) -> int:
-        """Move spooled decisions into the stream; the file is emptied only once every entry is in."""
+    def replay(self, client: redis.Redis, write: Callable[[Any, Decision, bytes, Inputs], None]) -> int:
+        """Write spooled decisions with ``write`` (queueing on a pipeline); the file is emptied only once every
+        entry is in."""
         with self._lock:
             if not self.pending:
                 return 0
@@ -537,8 +543,7 @@ class DecisionSpool:
             pipe = client.pipeline(transaction=True)
             for line in lines:
                 record = orjson.dumps(line["decision"])
-                fields = stream_fields(decision_from_json(record), record, line["inputs"])
-                pipe.execute_command("XADD", stream, "*", *fields)
+                write(pipe, decision_from_json(record), record, line["inputs"])
             pipe.execute()
             self.path.write_bytes(b"")
             return len(lines)

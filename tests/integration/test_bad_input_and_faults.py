@@ -171,6 +171,14 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
             timeout=2,
         )
         assert receipt.outcome_id
+        # The decision made while Redis was down was spooled, then replayed whole: its outcome is taken too.
+        spooled = stub.RecordOutcome(
+            pb.RecordOutcomeRequest(
+                decision_id=reply.decision_id, action_id=reply.actions[0].action_id, outcome=pb.DECLINED
+            ),
+            timeout=2,
+        )
+        assert spooled.outcome_id and not spooled.duplicate
         client.close()
 
 
