@@ -1,5 +1,5 @@
 """The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models, publish,
-rollback.
+rollback, demo-population, simulate.
 
 ``add_training_commands`` adds them to the ``nba`` parser and returns their handlers; each handler calls
 ``training.loop`` (the same API notebooks use). Heavy imports wait until a command runs, so ``nba decide``
@@ -73,7 +73,26 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     rollback.add_argument("--note", default="", help="why, for the audit trail")
     rollback.add_argument("--registry", type=Path, default=None)
 
+    population = commands.add_parser("demo-population", help="write the demo population with touchpoints, flights")
+    population.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    population.add_argument("--customers", type=int, default=2_000, help="ordinary customers besides the personas")
+    population.add_argument("--seed", type=int, default=7)
+
+    simulate = commands.add_parser("simulate", help="what-if: the live decision over a population, and a candidate")
+    simulate.add_argument("--population", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    simulate.add_argument("--rules", type=Path, default=None, help="candidate policy directory")
+    simulate.add_argument("--catalogue", type=Path, default=None, help="candidate action catalogue (levers, stock)")
+    simulate.add_argument("--messages", type=Path, default=None, help="candidate messages file")
+    simulate.add_argument("--model", type=Path, default=None, help="candidate model directory")
+    simulate.add_argument("--live-model", type=Path, default=None, help="the live model (default: NBA_MODEL_DIR)")
+    simulate.add_argument("--touchpoint", default=None, help="every row here (default: its touchpoint column)")
+    simulate.add_argument("--limit", type=int, default=None, help="the first N rows only")
+    simulate.add_argument("--now", type=float, default=None, help="the clock, epoch seconds (default: now)")
+    simulate.add_argument("--json", type=Path, default=None, help="also write the report's numbers to FILE.json")
+
     return {
+        "demo-population": _guarded("demo-population", _demo_population),
+        "simulate": _guarded("simulate", _simulate),
         "demo-log": _guarded("demo-log", _demo_log),
         "export-log": _guarded("export-log", _export_log),
         "train": _guarded("train", _train),
@@ -100,10 +119,11 @@ def _guarded(name: str, handler: Handler) -> Handler:
         from training.artifact import ArtifactError
         from training.log_import import LogError
         from training.registry import RegistryError
+        from training.simulate import SimulationError
 
         try:
             return handler(args)
-        except (LogError, RegistryError, ArtifactError, ModelError) as exc:
+        except (LogError, RegistryError, ArtifactError, ModelError, SimulationError) as exc:
             print(f"nba {name}: {exc}", file=sys.stderr)
             return 2
 
@@ -117,6 +137,36 @@ def _demo_log(args: argparse.Namespace) -> int:
         args.out, args.customers, args.decisions_per_customer, args.policy, args.epsilon, args.seed
     )
     print(f"wrote a {args.policy} decision log of {args.customers:,} customers to {path}")
+    return 0
+
+
+def _demo_population(args: argparse.Namespace) -> int:
+    from training import loop
+
+    path = loop.demo_population(args.out, args.customers, args.seed)
+    print(f"wrote the demo population of {args.customers + 3:,} customers (personas included) to {path}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from training import loop
+
+    report = loop.simulate(
+        args.population,
+        rules=args.rules,
+        catalogue=args.catalogue,
+        messages=args.messages,
+        model=args.model,
+        live_model=args.live_model,
+        touchpoint=args.touchpoint,
+        limit=args.limit,
+        now=args.now,
+    )
+    print(report.text())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.summary(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"report: {args.json}")
     return 0
 
 

@@ -10,6 +10,9 @@
     loop.score(trained.version, "customers.csv", "scores.csv")       # nba score ...
     loop.publish(trained.version)                                    # nba publish VERSION
     loop.rollback()                                                  # nba rollback
+    loop.demo_population("population.parquet", customers=2_000)     # nba demo-population ...
+    report = loop.simulate("population.parquet", rules="my-policies/")  # nba simulate ...
+    report.summary()["difference"]["first_action_changed"]
 
 Models live in a registry directory (default: ``registry`` under ``NBA_DATA_DIR``); a model is named by its
 version id, ``latest``, or a directory holding model.txt and model.json.
@@ -31,6 +34,7 @@ from training.off_policy import DEFAULT_MAX_WEIGHT
 from training.registry import Deployment, Registry
 from training.report import write_report
 from training.scoring_batch import ScoreResult, score_file
+from training.simulate import SimulationReport, StrategySpec
 from training.train import TrainingOptions, train_model
 
 __all__ = [
@@ -39,10 +43,13 @@ __all__ = [
     "evaluate",
     "export_decision_log",
     "load_log",
+    "demo_population",
     "load_model",
     "publish",
     "rollback",
+    "live_strategy",
     "score",
+    "simulate",
     "simulate_demo_log",
     "train",
 ]
@@ -222,3 +229,57 @@ def simulate_demo_log(
     """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
     table = simulate_decision_log(customers, decisions_per_customer, policy=policy, epsilon=epsilon, seed=seed)
     return write_table(table, Path(output))
+
+
+def demo_population(output: Path | str, customers: int = 2_000, seed: int = 7, now: float | None = None) -> Path:
+    """``nba demo-population``: the demo population with today's touchpoint and flight, as CSV or Parquet."""
+    import pyarrow as pa
+
+    from training.population import at_touchpoints, generate_population
+
+    rows = at_touchpoints(generate_population(customers, seed=seed, now=now), seed=seed)
+    return write_table(pa.Table.from_pylist(rows), Path(output))
+
+
+def live_strategy(live_model: Path | str | None = None) -> StrategySpec:
+    """The strategy the service runs with its settings (``NBA_*``): rules, catalogue, messages and a model.
+
+    ``live_model`` defaults to ``NBA_MODEL_DIR``; point it at another directory (a published version) to
+    simulate against that.
+    """
+    from decision.app import rule_files
+    from decision.settings import Settings
+
+    settings = Settings()
+    return StrategySpec(rule_files(settings), Path(live_model or settings.model_dir))
+
+
+def simulate(
+    population: Path | str,
+    *,
+    rules: Path | str | None = None,
+    catalogue: Path | str | None = None,
+    messages: Path | str | None = None,
+    model: Path | str | None = None,
+    live_model: Path | str | None = None,
+    touchpoint: str | None = None,
+    limit: int | None = None,
+    now: float | None = None,
+) -> SimulationReport:
+    """``nba simulate``: the live decision flow over a population, and a candidate's difference when any of
+    ``rules`` (a policy directory), ``catalogue``, ``messages`` or ``model`` (a directory) is given.
+
+    Raises ``SimulationError`` naming the file and column or field when the population or a strategy is bad.
+    """
+    from training.simulate import simulate as run
+
+    live = live_strategy(live_model)
+    candidate = None
+    if any(x is not None for x in (rules, catalogue, messages, model)):
+        candidate = live.replaced(
+            Path(rules) if rules is not None else None,
+            Path(catalogue) if catalogue is not None else None,
+            Path(messages) if messages is not None else None,
+            Path(model) if model is not None else None,
+        )
+    return run(Path(population), live, candidate, touchpoint=touchpoint, limit=limit, now=now)

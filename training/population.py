@@ -645,3 +645,36 @@ def simulate_responses(
                 }
             )
     return log
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The day's touchpoints
+
+PASSENGERS_PER_FLIGHT = 40
+PERSONA_TOUCHPOINTS = {
+    DEMO_IFE_GOLD: ("CHECKIN_KIOSK", "AZ610"),
+    DEMO_ITALIAN: ("IVR", "AZ612"),
+    DEMO_BANK_OPEN_ISSUE: ("BRANCH_TELLER", ""),
+}
+
+
+def at_touchpoints(population: Sequence[Mapping[str, str]], seed: int = 7) -> list[dict[str, str]]:
+    """The population on one day, each customer with a ``touchpoint`` and a ``flight`` (request context).
+
+    Passengers check in at the kiosk for one of today's long-haul flights (``AZ600``, ``AZ602``, ...; about
+    ``PASSENGERS_PER_FLIGHT`` each, so a flight's upgrade seats can run out); bank customers come to the branch
+    teller, with no flight. The personas keep the touchpoints of their scenarios.
+    """
+    rng = np.random.default_rng([seed, 2])
+    passengers = sum(1 for c in population if c.get("domain") == "airline" and c["customer_id"] not in PERSONAS)
+    flights = [f"AZ{600 + 2 * i}" for i in range(max(1, round(passengers / PASSENGERS_PER_FLIGHT)))]
+    rows = []
+    for customer in population:
+        if customer["customer_id"] in PERSONA_TOUCHPOINTS:
+            touchpoint, flight = PERSONA_TOUCHPOINTS[customer["customer_id"]]
+        elif customer.get("domain") == "airline":
+            touchpoint, flight = "CHECKIN_KIOSK", _pick(rng, flights)
+        else:
+            touchpoint, flight = "BRANCH_TELLER", ""
+        rows.append({**customer, "touchpoint": touchpoint, "flight": flight})
+    return rows
