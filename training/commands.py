@@ -163,6 +163,7 @@ def _simulate(args: argparse.Namespace) -> int:
         now=args.now,
     )
     print(report.text())
+    print(f"{report.decisions_per_s:,.0f} decisions/s", file=sys.stderr)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.summary(), indent=2, allow_nan=False) + "\n", encoding="utf-8")

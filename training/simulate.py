@@ -390,6 +390,9 @@ class SimulationReport:
     candidate_versions: dict[str, str] | None = None
     diff: StrategyDiff | None = None
     top: int = 10
+    # Every decision, in population order (what a notebook looks into: why did this customer change?).
+    live_decisions: list[Decision] = field(default_factory=list, repr=False)
+    candidate_decisions: list[Decision] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The report's numbers as JSON-ready data (no timings: the same run gives the same summary)."""
@@ -425,11 +428,10 @@ class SimulationReport:
         return result
 
     def text(self) -> str:
-        """The readable report."""
+        """The readable report (no timings either: the same run gives the same text)."""
         lines = [
             f"simulated {self.live.decisions:,} decisions of {self.population} "
-            f"(clock {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.now))}; "
-            f"{self.decisions_per_s:,.0f} decisions/s)",
+            f"(clock {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.now))}, epoch {self.now:.0f})",
             "",
         ]
         lines += _strategy_lines("live", self.live_spec, self.live_versions, self.live)
@@ -510,19 +512,21 @@ def simulate(
 ) -> SimulationReport:
     """Decide every row of ``population`` with the live strategy (and the candidate), and summarise."""
     schema = schema or FeatureSchema.load()
+    rows = read_population(population, schema, touchpoint, limit)
     strategies = [live.load(schema, "live")]
     if candidate is not None:
         strategies.append(candidate.load(schema, "candidate"))
-    rows = read_population(population, schema, touchpoint, limit)
     now = time.time() if now is None else float(now)
     runs = [PopulationRun(strategy, schema, now) for strategy in strategies]
     summaries = [_summary_for(strategy) for strategy in strategies]
     diff = StrategyDiff() if candidate is not None else None
+    kept: list[list[Decision]] = [[] for _ in runs]
     started = time.perf_counter()
     for index, row in enumerate(rows):
         decisions = [run.decide(index, row) for run in runs]
-        for summary, decision, strategy in zip(summaries, decisions, strategies, strict=True):
+        for summary, decision, strategy, decided in zip(summaries, decisions, strategies, kept, strict=True):
             summary.add(decision, row.context, strategy.catalogue)
+            decided.append(decision)
         if diff is not None:
             diff.add(decisions[0], decisions[1])
     elapsed = time.perf_counter() - started
@@ -538,6 +542,8 @@ def simulate(
         candidate_versions=_versions(strategies[1]) if candidate is not None else None,
         diff=diff,
         top=top,
+        live_decisions=kept[0],
+        candidate_decisions=kept[1] if candidate is not None else [],
     )
 
 
