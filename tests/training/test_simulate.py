@@ -193,7 +193,12 @@ def test_the_cli_writes_a_population_prints_its_report_and_writes_the_json(
 ) -> None:
     path = workdir / "cli-population.parquet"
     assert main(["demo-population", "--out", str(path), "--customers", "60"]) == 0
-    assert read_table(path).num_rows == 63
+    written = read_table(path).to_pylist()
+    assert len(written) == 63
+    for row in written[3:]:  # after the personas: passengers at the kiosk for a flight, bank customers at the branch
+        airline = row["domain"] == "airline"
+        assert row["touchpoint"] == ("CHECKIN_KIOSK" if airline else "BRANCH_TELLER")
+        assert bool(row["flight"]) == airline
     capsys.readouterr()
 
     report = workdir / "cli-report.json"
