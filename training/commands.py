@@ -84,7 +84,7 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     simulate.add_argument("--catalogue", type=Path, default=None, help="candidate action catalogue (levers, stock)")
     simulate.add_argument("--messages", type=Path, default=None, help="candidate messages file")
     simulate.add_argument("--model", type=Path, default=None, help="candidate model directory")
-    simulate.add_argument("--live-model", type=Path, default=None, help="the live model (default: NBA_MODEL_DIR)")
+    simulate.add_argument("--live-model", type=Path, default=None, help="default: the published champion")
     simulate.add_argument("--touchpoint", default=None, help="every row here (default: its touchpoint column)")
     simulate.add_argument("--limit", type=int, default=None, help="the first N rows only")
     simulate.add_argument("--now", type=float, default=None, help="the clock, epoch seconds (default: now)")

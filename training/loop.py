@@ -244,14 +244,18 @@ def demo_population(output: Path | str, customers: int = 2_000, seed: int = 7, n
 def live_strategy(live_model: Path | str | None = None) -> StrategySpec:
     """The strategy the service runs with its settings (``NBA_*``): rules, catalogue, messages and a model.
 
-    ``live_model`` defaults to ``NBA_MODEL_DIR``; point it at another directory (a published version) to
-    simulate against that.
+    ``live_model`` defaults to the published champion (the registry's ``live.json``), or ``NBA_MODEL_DIR`` while
+    nothing is published; name another directory to simulate against that.
     """
     from decision.app import rule_files
     from decision.settings import Settings
 
     settings = Settings()
-    return StrategySpec(rule_files(settings), Path(live_model or settings.model_dir))
+    if live_model is None:
+        registry = Registry(settings.registry_root)
+        deployment = registry.live()
+        live_model = registry.resolve(deployment.champion) if deployment is not None else settings.model_dir
+    return StrategySpec(rule_files(settings), Path(live_model))
 
 
 def simulate(
