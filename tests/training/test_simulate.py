@@ -24,6 +24,7 @@ from features.bulk_load import read_table
 from training import loop
 from training.log_import import write_table
 from training.population import DEMO_IFE_GOLD, at_touchpoints, generate_population
+from training.registry import Registry
 from training.simulate import NO_POOL, SimulationError, SimulationReport
 
 CUSTOMERS = 250
@@ -218,3 +219,16 @@ def test_the_cli_writes_a_population_prints_its_report_and_writes_the_json(
 
 def _first(decision: Decision) -> str:
     return decision.actions[0].action_id if decision.actions else ""
+
+
+def test_the_live_model_is_the_published_champion_or_the_model_dir_while_nothing_is_published(
+    workdir: Path, demo_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = workdir / "registry"
+    monkeypatch.setenv("NBA_REGISTRY_DIR", str(registry))
+    monkeypatch.setenv("NBA_MODEL_DIR", str(workdir / "unpublished"))
+    assert loop.live_strategy().model_dir == workdir / "unpublished"
+    shutil.copytree(demo_model_dir, registry / "v-champion")
+    Registry(registry).publish("v-champion")
+    assert loop.live_strategy().model_dir == registry / "v-champion"
+    assert loop.live_strategy(demo_model_dir).model_dir == demo_model_dir
