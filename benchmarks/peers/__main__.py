@@ -1,0 +1,91 @@
+"""Sequential latency of each peer: ``python -m benchmarks.peers [--calls 2000] [--peers feast,mlserver]``.
+
+Installs each peer once (its own venv under ``--root``), starts it for the demo population, checks its answers,
+warms it up, then times ``--calls`` sequential calls and prints p50 / p99 / p99.9 with the set-up timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.peers.feast_peer import FeastPeer
+from benchmarks.peers.mlserver_peer import MLServerPeer
+from benchmarks.peers.venv import DEFAULT_ROOT
+from features.redis_server import RedisServer
+from training.demo_model import load_or_train_demo_model
+from training.population import generate_population
+
+DEMO_MODEL_DIR = Path(".nba-data/models/demo")
+WARM_UP = 200
+
+
+def sequential(call: Callable[[int], None], calls: int) -> np.ndarray:
+    """Milliseconds of each of ``calls`` calls, one after another."""
+    samples = np.empty(calls)
+    for i in range(calls):
+        started = time.perf_counter()
+        call(i)
+        samples[i] = time.perf_counter() - started
+    return samples * 1000.0
+
+
+def summary(name: str, samples: np.ndarray) -> str:
+    p50, p99, p999 = np.percentile(samples, [50, 99, 99.9])
+    return f"{name:<10} {len(samples):>6} calls   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   p99.9 {p999:7.3f} ms"
+
+
+@contextlib.contextmanager
+def running(name: str, population: list[dict[str, str]], root: Path, work: Path) -> Iterator[FeastPeer | MLServerPeer]:
+    if name == "feast":
+        feast = FeastPeer(population, root)
+        report_install(feast.name, feast.install(), feast.venv.install_seconds)
+        with RedisServer(work / "redis") as redis_server, feast.start(redis_server.url):
+            yield feast
+    elif name == "mlserver":
+        mlserver = MLServerPeer(population, load_or_train_demo_model(DEMO_MODEL_DIR), root)
+        report_install(mlserver.name, mlserver.install(), mlserver.venv.install_seconds)
+        with mlserver.start():
+            yield mlserver
+    else:
+        raise SystemExit(f"unknown peer {name!r}: feast or mlserver")
+
+
+def report_install(name: str, seconds: float, first: float | None) -> None:
+    if seconds:
+        print(f"{name}: installed in {seconds:.0f} s", flush=True)
+    else:
+        print(f"{name}: already installed (the first install took {first} s)", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000, help="timed calls per peer")
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--peers", default="feast,mlserver", help="comma-separated: feast, mlserver")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the peers' venvs and files live")
+    args = parser.parse_args()
+
+    population = generate_population(args.customers, now=time.time())
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="nba-peers-") as work:
+        for name in args.peers.split(","):
+            with running(name.strip(), population, args.root, Path(work)) as peer:
+                timings = ", ".join(f"{k} {v:.1f}" for k, v in peer.timings.items())
+                print(f"{peer.name}: answers checked; {timings}", flush=True)
+                sequential(peer.call, WARM_UP)
+                lines.append(summary(peer.name, sequential(peer.call, args.calls)))
+                print(lines[-1], flush=True)
+    print("\n".join(["", f"sequential, {len(population):,} customers, one client thread:", *lines]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
