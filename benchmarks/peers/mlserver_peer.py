@@ -35,10 +35,13 @@ from features.schema import FeatureSchema
 
 MLSERVER_VERSION = "1.7.1"
 # The runtime scores with the same LightGBM release as the project, so scores can be compared to 1e-9.
+# uvloop 0.22+ raises from asyncio.get_event_loop() outside a running loop, which MLServer 1.7.1's inference
+# pool workers call at start-up: with it every worker dies and the model never loads.
 REQUIREMENTS = (
     f"mlserver=={MLSERVER_VERSION}",
     f"mlserver-lightgbm=={MLSERVER_VERSION}",
     f"lightgbm=={lightgbm.__version__}",
+    "uvloop==0.21.0",
 )
 MODEL_NAME = "nba-demo"
 IMPLEMENTATION = "mlserver_lightgbm.LightGBMModel"

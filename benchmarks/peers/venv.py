@@ -2,14 +2,14 @@
 
 A peer's dependencies (Feast's pandas and FastAPI, MLServer's own gRPC stack) would clash with the project's,
 so every peer gets ``<root>/<name>/venv``. A stamp file holds the requirement lines it was installed with and
-how long that took: ``install()`` skips the work while the stamp matches and reinstalls when the pins change.
+how long that took: ``install()`` skips the work while the stamp matches and installs again (in place, so only
+what changed is downloaded) when the pins change.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -44,7 +44,7 @@ class PeerVenv:
 
     @property
     def dir(self) -> Path:
-        return self.root / self.name / "venv"
+        return (self.root / self.name / "venv").absolute()  # servers run from their own directories
 
     @property
     def bin(self) -> Path:
@@ -76,8 +76,7 @@ class PeerVenv:
         """Create the venv and install the pinned packages unless already done; seconds spent (0.0 if skipped)."""
         if self.installed:
             return 0.0
-        if self.dir.exists():
-            shutil.rmtree(self.dir)  # a half-made or differently pinned venv: start clean
+        # A half-made or differently pinned venv is completed in place: pip moves each pin to its version.
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}

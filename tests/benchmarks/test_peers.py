@@ -193,7 +193,7 @@ def test_install_commands_pin_every_package_into_the_peer_s_own_venv(feast, mlse
         assert requirements == [pip[-1], *venv.requirements]
         assert all(not arg.startswith("-") or arg in ("-m", "--quiet", "--disable-pip-version-check") for arg in pip)
     assert feast.venv.requirements == ("feast[redis]==0.67.0",)
-    assert [r.split("==")[0] for r in mlserver.venv.requirements] == ["mlserver", "mlserver-lightgbm", "lightgbm"]
+    assert [r.split("==")[0] for r in mlserver.venv.requirements] == ["mlserver", "mlserver-lightgbm", "lightgbm", "uvloop"]
     assert feast.venv.dir != mlserver.venv.dir
 
 
