@@ -43,15 +43,19 @@ def summary(name: str, samples: np.ndarray) -> str:
 
 
 @contextlib.contextmanager
-def running(name: str, population: list[dict[str, str]], root: Path, work: Path) -> Iterator[FeastPeer | MLServerPeer]:
+def running(
+    name: str, population: list[dict[str, str]], args: argparse.Namespace, work: Path
+) -> Iterator[FeastPeer | MLServerPeer]:
+    root = args.root
     if name == "feast":
         feast = FeastPeer(population, root)
-        report_install(feast.name, feast.install(), feast.venv.install_seconds)
+        report_install(feast.name, feast.install(), feast.venv.first_install_seconds)
         with RedisServer(work / "redis") as redis_server, feast.start(redis_server.url):
             yield feast
     elif name == "mlserver":
-        mlserver = MLServerPeer(population, load_or_train_demo_model(DEMO_MODEL_DIR), root)
-        report_install(mlserver.name, mlserver.install(), mlserver.venv.install_seconds)
+        model_dir = load_or_train_demo_model(DEMO_MODEL_DIR)
+        mlserver = MLServerPeer(population, model_dir, root, parallel_workers=args.mlserver_parallel_workers)
+        report_install(mlserver.name, mlserver.install(), mlserver.venv.first_install_seconds)
         with mlserver.start():
             yield mlserver
     else:
@@ -71,13 +75,19 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--peers", default="feast,mlserver", help="comma-separated: feast, mlserver")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the peers' venvs and files live")
+    parser.add_argument(
+        "--mlserver-parallel-workers",
+        type=int,
+        default=None,
+        help="MLServer's parallel_workers (default: MLServer's own, 1; 0 scores in the server process)",
+    )
     args = parser.parse_args()
 
     population = generate_population(args.customers, now=time.time())
     lines = []
     with tempfile.TemporaryDirectory(prefix="nba-peers-") as work:
         for name in args.peers.split(","):
-            with running(name.strip(), population, args.root, Path(work)) as peer:
+            with running(name.strip(), population, args, Path(work)) as peer:
                 timings = ", ".join(f"{k} {v:.1f}" for k, v in peer.timings.items())
                 print(f"{peer.name}: answers checked; {timings}", flush=True)
                 sequential(peer.call, WARM_UP)

@@ -60,14 +60,23 @@ def model_settings(version: str) -> dict[str, Any]:
     }
 
 
-def server_settings(http_port: int, grpc_port: int, metrics_port: int) -> dict[str, Any]:
-    """``settings.json``: loopback only, free ports (the defaults 8080/8081/8082 may be taken on a shared box)."""
-    return {
+def server_settings(
+    http_port: int, grpc_port: int, metrics_port: int, parallel_workers: int | None = None
+) -> dict[str, Any]:
+    """``settings.json``: loopback only, free ports (the defaults 8080/8081/8082 may be taken on a shared box).
+
+    ``parallel_workers`` None keeps MLServer's default (one inference process behind the server's own); 0 runs
+    the model in the server process.
+    """
+    settings: dict[str, Any] = {
         "host": "127.0.0.1",
         "http_port": http_port,
         "grpc_port": grpc_port,
         "metrics_port": metrics_port,
     }
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
+    return settings
 
 
 def candidate_actions(i: int, action_ids: Sequence[str], k: int = CANDIDATES) -> list[str]:
@@ -114,8 +123,10 @@ class MLServerPeer:
         root: Path = DEFAULT_ROOT,
         schema: FeatureSchema | None = None,
         now: float | None = None,
+        parallel_workers: int | None = None,
     ) -> None:
         self.population = population
+        self.parallel_workers = parallel_workers
         self.model_dir = Path(model_dir)
         self.schema = schema or FeatureSchema.load()
         self.venv = PeerVenv(self.name, REQUIREMENTS, Path(root))
@@ -147,7 +158,7 @@ class MLServerPeer:
         shutil.copyfile(self.model_dir / "model.txt", model / "model.txt")
         version = ModelCard.read(self.model_dir).version
         (model / "model-settings.json").write_text(json.dumps(model_settings(version), indent=2) + "\n")
-        settings = server_settings(http_port, grpc_port, metrics_port)
+        settings = server_settings(http_port, grpc_port, metrics_port, self.parallel_workers)
         (self.models / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
         return self.models
 

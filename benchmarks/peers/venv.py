@@ -86,15 +86,20 @@ class PeerVenv:
                 tail = "\n".join(result.stderr.splitlines()[-20:])
                 raise InstallError(f"peer {self.name}: {' '.join(command)} exited {result.returncode}:\n{tail}")
         seconds = time.perf_counter() - started
-        stamp = {"requirements": list(self.requirements), "install_seconds": round(seconds, 1)}
+        first = (self._read_stamp() or {}).get("first_install_seconds", round(seconds, 1))
+        stamp = {
+            "requirements": list(self.requirements),
+            "install_seconds": round(seconds, 1),
+            "first_install_seconds": first,  # the one that downloaded everything: what a fresh machine pays
+        }
         (self.dir / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
         return seconds
 
     @property
-    def install_seconds(self) -> float | None:
-        """How long the install that made this venv took, from its stamp."""
+    def first_install_seconds(self) -> float | None:
+        """How long the first install into this venv took (the one that downloaded everything), from its stamp."""
         stamp = self._read_stamp()
-        return None if stamp is None else stamp.get("install_seconds")
+        return None if stamp is None else stamp.get("first_install_seconds", stamp.get("install_seconds"))
 
     def _read_stamp(self) -> dict | None:
         try:

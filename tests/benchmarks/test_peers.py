@@ -143,6 +143,8 @@ def test_model_directory_is_what_mlserver_start_expects(mlserver, demo_model_dir
     assert settings["parameters"]["version"] == json.loads((demo_model_dir / "model.json").read_text())["version"]
     server = json.loads((models / "settings.json").read_text())
     assert server == {"host": "127.0.0.1", "http_port": 9001, "grpc_port": 9002, "metrics_port": 9003}
+    in_process = mlserver_peer.server_settings(9001, 9002, 9003, parallel_workers=0)
+    assert in_process["parallel_workers"] == 0
 
 
 def test_candidate_rows_are_the_flow_s_rows_for_eight_actions(mlserver):
@@ -193,7 +195,12 @@ def test_install_commands_pin_every_package_into_the_peer_s_own_venv(feast, mlse
         assert requirements == [pip[-1], *venv.requirements]
         assert all(not arg.startswith("-") or arg in ("-m", "--quiet", "--disable-pip-version-check") for arg in pip)
     assert feast.venv.requirements == ("feast[redis]==0.67.0",)
-    assert [r.split("==")[0] for r in mlserver.venv.requirements] == ["mlserver", "mlserver-lightgbm", "lightgbm", "uvloop"]
+    assert [r.split("==")[0] for r in mlserver.venv.requirements] == [
+        "mlserver",
+        "mlserver-lightgbm",
+        "lightgbm",
+        "uvloop",
+    ]
     assert feast.venv.dir != mlserver.venv.dir
 
 
@@ -210,7 +217,7 @@ def test_install_is_skipped_while_the_stamp_matches_and_redone_when_the_pins_cha
     (venv.dir / ".nba-installed.json").write_text(
         json.dumps({"requirements": ["nothing-real==1.0"], "install_seconds": 12.5})
     )
-    assert venv.installed and venv.install() == 0.0 and venv.install_seconds == 12.5
+    assert venv.installed and venv.install() == 0.0 and venv.first_install_seconds == 12.5
     assert not PeerVenv("tiny", ("nothing-real==2.0",), tmp_path).installed
 
 
