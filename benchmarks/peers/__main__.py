@@ -1,7 +1,9 @@
 """Sequential latency of each peer: ``python -m benchmarks.peers [--calls 2000] [--peers feast,mlserver]``.
 
 Installs each peer once (its own venv under ``--root``), starts it for the demo population, checks its answers,
-warms it up, then times ``--calls`` sequential calls and prints p50 / p99 / p99.9 with the set-up timings.
+warms it up, then times ``--calls`` sequential calls and prints p50 / p99 / p99.9 with the set-up timings. Next to
+each peer, in alternating blocks of 100 calls, the project's own read of the same customer's features from the
+same Redis, as a reference for how loaded the machine was during that peer's run.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.peers.errors import WrongAnswer
 from benchmarks.peers.feast_peer import FeastPeer
 from benchmarks.peers.mlserver_peer import MLServerPeer
 from benchmarks.peers.venv import DEFAULT_ROOT
 from features.redis_server import RedisServer
+from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
 from training.demo_model import load_or_train_demo_model
 from training.population import generate_population
 
@@ -27,30 +31,32 @@ DEMO_MODEL_DIR = Path(".nba-data/models/demo")
 WARM_UP = 200
 
 
-def sequential(call: Callable[[int], None], calls: int) -> np.ndarray:
-    """Milliseconds of each of ``calls`` calls, one after another."""
-    samples = np.empty(calls)
-    for i in range(calls):
-        started = time.perf_counter()
-        call(i)
-        samples[i] = time.perf_counter() - started
-    return samples * 1000.0
+def alternating(kinds: dict[str, Callable[[int], None]], calls: int, block: int = 100) -> dict[str, np.ndarray]:
+    """Milliseconds of ``calls`` sequential calls of each kind, in alternating blocks, so drift hits all alike."""
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for first in range(0, calls, block):
+        for kind, call in kinds.items():
+            for i in range(first, min(calls, first + block)):
+                started = time.perf_counter()
+                call(i)
+                samples[kind].append(time.perf_counter() - started)
+    return {kind: np.array(values) * 1000.0 for kind, values in samples.items()}
 
 
 def summary(name: str, samples: np.ndarray) -> str:
     p50, p99, p999 = np.percentile(samples, [50, 99, 99.9])
-    return f"{name:<10} {len(samples):>6} calls   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   p99.9 {p999:7.3f} ms"
+    return f"{name:<24} {len(samples):>6} calls   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   p99.9 {p999:7.3f} ms"
 
 
 @contextlib.contextmanager
 def running(
-    name: str, population: list[dict[str, str]], args: argparse.Namespace, work: Path
+    name: str, population: list[dict[str, str]], args: argparse.Namespace, redis_url: str
 ) -> Iterator[FeastPeer | MLServerPeer]:
     root = args.root
     if name == "feast":
         feast = FeastPeer(population, root)
         report_install(feast.name, feast.install(), feast.venv.first_install_seconds)
-        with RedisServer(work / "redis") as redis_server, feast.start(redis_server.url):
+        with feast.start(redis_url):
             yield feast
     elif name == "mlserver":
         model_dir = load_or_train_demo_model(DEMO_MODEL_DIR)
@@ -83,16 +89,32 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    population = generate_population(args.customers, now=time.time())
+    now = time.time()
+    population = generate_population(args.customers, now=now)
+    customer_ids = [p["customer_id"] for p in population]
     lines = []
-    with tempfile.TemporaryDirectory(prefix="nba-peers-") as work:
+    with tempfile.TemporaryDirectory(prefix="nba-peers-") as work, RedisServer(Path(work) / "redis") as redis_server:
+        # The reference in the same blocks: the project's own read of one customer's features from the same Redis.
+        config = RedisStoreConfig(url=redis_server.url, timeout_ms=5000)
+        store = RedisOnlineStore(connect(config), config)
+        store.write_profiles(population, written_at=now)
+
+        def reference(i: int) -> None:
+            if not store.read(customer_ids[i % len(customer_ids)], now).found:
+                raise WrongAnswer(f"{customer_ids[i % len(customer_ids)]} not in Redis")
+
         for name in args.peers.split(","):
-            with running(name.strip(), population, args, Path(work)) as peer:
+            with running(name.strip(), population, args, redis_server.url) as peer:
                 timings = ", ".join(f"{k} {v:.1f}" for k, v in peer.timings.items())
                 print(f"{peer.name}: answers checked; {timings}", flush=True)
-                sequential(peer.call, WARM_UP)
-                lines.append(summary(peer.name, sequential(peer.call, args.calls)))
-                print(lines[-1], flush=True)
+                alternating({"peer": peer.call, "reference": reference}, WARM_UP)
+                result = alternating({"peer": peer.call, "reference": reference}, args.calls)
+                lines += [
+                    summary(peer.name, result["peer"]),
+                    summary("  nba Redis read, same run", result["reference"]),
+                ]
+                print("\n".join(lines[-2:]), flush=True)
+        store.client.close()
     print("\n".join(["", f"sequential, {len(population):,} customers, one client thread:", *lines]))
     return 0
 
