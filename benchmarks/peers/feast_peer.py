@@ -4,6 +4,9 @@ What a Feast user assembles to get what our service reads in its first step: a f
 ``customer_id`` and one feature view holding every schema feature, a Parquet offline source written from the
 demo population, ``feast apply`` and ``feast materialize`` into Redis, then ``feast serve`` answering
 ``POST /get-online-features`` over HTTP/JSON with a keep-alive connection, the way its users call it.
+
+``feast serve``'s defaults are kept: one gunicorn worker, recycled every ~1,000 requests (``--max-requests``),
+so a long run includes the worker restarts a default deployment has (a new worker takes seconds to boot here).
 """
 
 from __future__ import annotations
