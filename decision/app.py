@@ -16,7 +16,7 @@ from decision.flow import DecisionFlow, FlowLimits
 from decision.http_api import HttpServer, create_app
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
-from decision.side_effects import RedisDecisionLog
+from decision.side_effects import RedisDecisionLog, spool_path
 from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
 from decision.teller import teller_routes
 from features.redis_server import RedisServer
@@ -43,9 +43,14 @@ def model_source(settings: Settings, schema: FeatureSchema) -> ModelSource:
 
 
 def build_flow(
-    settings: Settings, client: redis.Redis, config: RedisStoreConfig, models: ModelSource | None = None
+    settings: Settings,
+    client: redis.Redis,
+    config: RedisStoreConfig,
+    models: ModelSource | None = None,
+    worker: int | None = None,
 ) -> DecisionFlow:
-    """The decision flow over a Redis client; every part built from settings, nothing global."""
+    """The decision flow over a Redis client; every part built from settings, nothing global. ``worker`` is the
+    index of this server process when several share the port (its spool file is its own)."""
     schema = FeatureSchema.load(settings.schema_path)
     models = models or model_source(settings, schema)
     strategy = load_strategy(rule_files(settings), schema, models.load(checked=False))
@@ -54,14 +59,7 @@ def build_flow(
         store=RedisOnlineStore(client, config, breaker),
         schema=schema,
         strategy=strategy,
-        decision_log=RedisDecisionLog(
-            client,
-            ttl_s=settings.decision_ttl_s,
-            contact_history_s=config.contact_history_days * 86_400.0,
-            key_prefix=config.key_prefix,
-            spool_path=Path(settings.data_dir) / "decision-spool.jsonl",
-            breaker=breaker,
-        ),
+        decision_log=decision_log(settings, client, config, breaker, worker),
         limits=FlowLimits(
             feature_max_age_s=settings.feature_max_age_s,
             explain_top_features=settings.explain_top_features,
@@ -69,6 +67,36 @@ def build_flow(
             exploration_share=settings.exploration_share,
         ),
     )
+
+
+def decision_log(
+    settings: Settings,
+    client: redis.Redis,
+    config: RedisStoreConfig,
+    breaker: CircuitBreaker | None = None,
+    worker: int | None = None,
+) -> RedisDecisionLog:
+    """The decision log in Redis, spooling to this server process's own file while Redis is down."""
+    return RedisDecisionLog(
+        client,
+        ttl_s=settings.decision_ttl_s,
+        contact_history_s=config.contact_history_days * 86_400.0,
+        key_prefix=config.key_prefix,
+        spool_path=spool_path(settings.data_dir, worker),
+        breaker=breaker,
+    )
+
+
+def replay_earlier_spools(settings: Settings, log_to: RedisDecisionLog) -> None:
+    """Decisions an earlier run spooled while Redis was down (one file per process it had) go to the log now.
+    If Redis does not answer, they stay in their files for the next start."""
+    try:
+        moved = log_to.replay_spool_files(Path(settings.data_dir))
+    except (redis.RedisError, OSError) as exc:
+        log.warning("spooled decisions of an earlier run not replayed yet (Redis: %s)", exc)
+        return
+    if moved:
+        log.info("replayed %d decisions spooled by an earlier run", moved)
 
 
 @dataclass
@@ -85,7 +113,9 @@ class Service:
     http: HttpServer | None = None
 
     @classmethod
-    def start(cls, settings: Settings) -> Service:
+    def start(cls, settings: Settings, worker: int | None = None) -> Service:
+        """Serve in this process. ``worker`` is set in the processes ``decision.workers`` starts: they share the
+        ports (SO_REUSEPORT) and the supervisor's Redis, and replay nothing but their own spool."""
         embedded = None
         redis_url = settings.redis_url
         if not redis_url:
@@ -96,14 +126,20 @@ class Service:
             config = store_config(settings, redis_url)
             client = connect(config)
             models = model_source(settings, FeatureSchema.load(settings.schema_path))
-            flow = build_flow(settings, client, config, models)
+            flow = build_flow(settings, client, config, models, worker)
+            if worker is None and isinstance(flow.decision_log, RedisDecisionLog):
+                replay_earlier_spools(settings, flow.decision_log)
             api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
-            server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.workers)
+            shared = worker is not None
+            server = GrpcServer(DecisionServicer(api), settings.host, settings.port, settings.threads, shared)
             http = None
             if settings.http_enabled:
                 pages = teller_routes(flow.schema, lambda: flow.narrator)
                 http = HttpServer(
-                    create_app(api, settings.http_deadline_ms / 1000.0, pages), settings.host, settings.http_port
+                    create_app(api, settings.http_deadline_ms / 1000.0, pages),
+                    settings.host,
+                    settings.http_port,
+                    reuse_port=shared,
                 )
             server.start()
             if http is not None:

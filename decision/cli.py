@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
+from pydantic import ValidationError
 
 from decision import rules_commands, validation
 from decision.errors import InvalidArgument
@@ -34,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nba", description="Real-time next-best-action decisions.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("serve", help="serve gRPC with the settings from NBA_* variables")
+    serve = commands.add_parser("serve", help="serve gRPC with the settings from NBA_* variables")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="server processes sharing the port (default: NBA_WORKERS, 1)"
+    )
 
     demo = commands.add_parser("demo", help="embedded Redis + demo population + demo model, then serve")
     demo.add_argument("--customers", type=int, default=10_000, help="ordinary customers besides the personas")
@@ -79,15 +83,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidArgument as exc:
         print(f"nba {args.command}: {exc.message}", file=sys.stderr)
         return 2
+    except ValidationError as exc:
+        print(f"nba {args.command}: invalid NBA_* settings: {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
     from decision.app import Service
 
-    with Service.start(Settings()) as service:
+    settings = Settings() if args.workers is None else Settings(workers=args.workers)
+    if settings.workers > 1:
+        return _serve_processes(settings)
+    with Service.start(settings) as service:
         print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
         if service.http is not None:
             print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def _serve_processes(settings: Settings) -> int:
+    from decision.workers import Supervisor
+
+    with Supervisor(settings).start() as supervisor:
+        pids = ", ".join(str(pid) for pid in supervisor.pids)
+        print(
+            f"serving on {supervisor.target} with {settings.workers} processes, pids {pids} "
+            f"(Redis {supervisor.redis_url})",
+            flush=True,
+        )
+        if settings.http_enabled:
+            url = f"http://{settings.host}:{supervisor.http_port}"
+            print(f"teller screen: {teller_url(url)}  HTTP/JSON API: {url}/v1/", flush=True)
         _wait_for_signal()
     return 0
 

@@ -217,14 +217,18 @@ def create_app(api: DecisionApi, deadline_s: float, pages: Sequence[BaseRoute] =
 
 
 class HttpServer:
-    """uvicorn serving an ASGI app on its own thread; the socket is bound at construction, so the port is known."""
+    """uvicorn serving an ASGI app on its own thread; the socket is bound at construction, so the port is known.
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    ``reuse_port`` lets several processes bind the same port (``nba serve --workers N``)."""
+
+    def __init__(self, app: Starlette, host: str, port: int, reuse_port: bool = False) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP, not create_server's 0: asyncio sets TCP_NODELAY on accepted connections only when the
         # listening socket says TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
         self.socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # several server processes on one port: the kernel spreads the connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             self.socket.bind((host, port))
         except OSError:

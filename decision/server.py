@@ -208,10 +208,10 @@ class GrpcServer:
     """The gRPC server with the decision service, health checks and reflection."""
 
     def __init__(
-        self, servicer: DecisionServicer, host: str, port: int, workers: int, reuse_port: bool = False
+        self, servicer: DecisionServicer, host: str, port: int, threads: int, reuse_port: bool = False
     ) -> None:
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decide"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decide"),
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -23,8 +23,12 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     """gRPC port; 0 picks a free one (tests)."""
 
-    workers: int = Field(4, ge=1, le=64)
-    """gRPC handler threads. More threads make p99 worse on 2 cores (see PERFORMANCE.md)."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes sharing the gRPC and HTTP ports (SO_REUSEPORT), each deciding on its own core. 1 serves
+    in this process; more start a supervisor that runs them, restarts any that dies and stops them together."""
+
+    threads: int = Field(4, ge=1, le=64)
+    """gRPC handler threads per process. More threads make p99 worse on 2 cores (see PERFORMANCE.md)."""
 
     http_enabled: bool = True
     """Serve the HTTP/JSON API and the teller screen beside gRPC, in the same process."""

@@ -302,6 +302,14 @@ class RedisDecisionLog(DecisionLog):
             # The same writes as a batch: an outcome for a spooled decision finds it once it is replayed.
             self.spool.replay(self.client, self._queue_write)
 
+    def replay_spool_files(self, data_dir: Path) -> int:
+        """Write every spool file under ``data_dir`` to the log: whatever an earlier run left, with however many
+        server processes it had. Call it before they start, while nothing else appends to these files."""
+        moved = 0
+        for path in sorted(Path(data_dir).glob("decision-spool*.jsonl")):
+            moved += DecisionSpool(path).replay(self.client, self._queue_write)
+        return moved
+
     def find(self, decision_id: str) -> Decision:
         if decision_id in self.writer.waiting:
             self.writer.flush()  # the outcome of a decision must find it stored
@@ -514,6 +522,13 @@ def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any
         "decision", record,
         "inputs", orjson.dumps(inputs),
     ]  # fmt: skip
+
+
+def spool_path(data_dir: Path, worker: int | None = None) -> Path:
+    """A server process's spool file: one per process (``decision-spool-<worker>.jsonl`` when several share
+    the port), so no two processes ever append to the same file."""
+    name = "decision-spool.jsonl" if worker is None else f"decision-spool-{worker}.jsonl"
+    return Path(data_dir) / name
 
 
 class DecisionSpool:
