@@ -76,10 +76,11 @@ def serve_workers(workers: int, redis_url: str, model_dir: Path, data_dir: Path)
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    assert process.stderr is not None and process.stdout is not None
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
-    announced = process.stdout.readline()
-    teller = process.stdout.readline()
+    stderr, stdout = process.stderr, process.stdout
+    assert stderr is not None and stdout is not None
+    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
+    announced = stdout.readline()
+    teller = stdout.readline()
     found = re.match(r"serving on (\S+) with \d+ processes, pids ([\d, ]+) \(Redis (\S+)\)", announced)
     assert found, f"not serving: {announced!r}"
     http = re.search(r"HTTP/JSON API: (\S+)/v1/", teller)
