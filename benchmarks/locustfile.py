@@ -134,7 +134,11 @@ class TouchpointUser(User):
         population = population_size(self.environment)
         self.outcome_share = float(options.outcome_share) if options is not None else 0.2
         self.mix = self.customers(population_by_kind(population), population)
-        self.channel = grpc.insecure_channel(self.host or "127.0.0.1:50051")
+        # A connection of its own, as a separate device has (gRPC shares one per target by default): the server's
+        # processes share the port connection by connection, so one shared connection would load one of them.
+        self.channel = grpc.insecure_channel(
+            self.host or "127.0.0.1:50051", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         self.stub = pb_grpc.DecisionServiceStub(self.channel)
 
     def on_stop(self) -> None:
