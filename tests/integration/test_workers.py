@@ -229,3 +229,22 @@ def test_zero_workers_is_refused_naming_the_setting(tmp_path):
     assert result.returncode == 2
     assert "workers" in result.stderr and "greater than or equal to 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_server_process_replays_its_own_spool_and_no_other(
+    stub, redis_client, loaded_redis, demo_model_dir, tmp_path
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "decision-spool-1.jsonl").write_bytes(a_spooled_decision(stub, redis_client, "own-1") + b"\n")
+    others = a_spooled_decision(stub, redis_client, "other-0") + b"\n"
+    (data / "decision-spool-0.jsonl").write_bytes(others)
+    with Service.start(service_settings(loaded_redis.url, demo_model_dir, data), worker=1) as worker:
+        with grpc.insecure_channel(worker.grpc.target) as channel:
+            pb_grpc.DecisionServiceStub(channel).Decide(
+                pb.DecideRequest(customer_id="cust-000001", touchpoint=pb.WEB), timeout=10
+            )
+        worker.flow.decision_log.writer.flush()  # its first write to the log replays its spool
+        assert logged(redis_client, "spooled-own-1")
+    assert not logged(redis_client, "spooled-other-0")
+    assert (data / "decision-spool-0.jsonl").read_bytes() == others  # process 0's, for process 0
