@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -107,9 +107,8 @@ class WorkerProcess:
 class Supervisor:
     """Runs ``settings.workers`` server processes on one port; see the module docstring."""
 
-    def __init__(self, settings: Settings, announce: Callable[[str], None] = print) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.announce = announce
         self.embedded_redis: RedisServer | None = None
         self.redis_url = settings.redis_url
         self.workers: list[WorkerProcess] = []
