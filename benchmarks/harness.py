@@ -81,12 +81,16 @@ def closed_loop(call: Call, calls: range, in_flight: int) -> tuple[list[float], 
     """The calls numbered ``calls`` from ``in_flight`` client threads, each sending its next call when the
     previous one is answered; (latency of each call in seconds, wall seconds)."""
     samples: list[list[float]] = [[] for _ in range(in_flight)]
+    errors: list[BaseException] = []
 
     def worker(slot: int) -> None:
-        for i in calls[slot::in_flight]:
-            started = time.perf_counter()
-            call(i)
-            samples[slot].append(time.perf_counter() - started)
+        try:
+            for i in calls[slot::in_flight]:
+                started = time.perf_counter()
+                call(i)
+                samples[slot].append(time.perf_counter() - started)
+        except BaseException as error:  # a failed call fails the run, not just its thread
+            errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in range(in_flight)]
     wall = time.perf_counter()
@@ -94,6 +98,8 @@ def closed_loop(call: Call, calls: range, in_flight: int) -> tuple[list[float], 
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     return [s for slot in samples for s in slot], time.perf_counter() - wall
 
 

@@ -113,6 +113,15 @@ def test_closed_loop_and_interleaving_make_every_call_once():
     assert sorted(seen) == sorted(list(range(30)) * 2)
 
 
+def test_a_failed_call_fails_the_closed_loop():
+    def call(i: int) -> None:
+        if i == 7:
+            raise RuntimeError("call 7 failed")
+
+    with pytest.raises(RuntimeError, match="call 7 failed"):
+        closed_loop(call, range(20), in_flight=4)
+
+
 def test_the_cdf_is_a_small_png(tmp_path):
     rng = np.random.default_rng(1)
     runs = [Latency(f"c{i}", rng.lognormal(i / 3, 0.5, 2000), 100.0) for i in range(10)]
