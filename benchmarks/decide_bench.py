@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -362,10 +363,18 @@ def serving(world: World) -> Iterator[grpc.Channel]:
 
 
 def run(sizes: Sizes, model_cache: Path) -> Report:
+    """Every section, in an order that keeps the soak last; the work directory (Redis data, logs) is removed."""
+    work = Path(tempfile.mkdtemp(prefix="nba-bench-"))
+    try:
+        return run_in(work, sizes, model_cache)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_in(work: Path, sizes: Sizes, model_cache: Path) -> Report:
     report = Report(sizes)
     seconds = report.seconds
     report.load.append(("start", os.getloadavg()))
-    work = Path(tempfile.mkdtemp(prefix="nba-bench-"))
     with elapsed(seconds, "set-up"):
         model_dir = load_or_train_demo_model(model_cache)
     with RedisServer(work / "redis") as redis_server:
