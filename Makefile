@@ -42,8 +42,8 @@ lint: $(STAMP) ## ruff lint and format check
 typecheck: $(STAMP) ## mypy on our own packages
 	$(VENV)/bin/mypy decision features rules training
 
-bench: $(STAMP) ## Decide latency against the floor measured in the same run; writes benchmarks/RESULTS.md
-	$(PY) -m benchmarks.decide_bench --write benchmarks/RESULTS.md
+bench: $(STAMP) ## The performance harness (floor, loads, peers, memory, growth); writes benchmarks/RESULTS.md and the CDF
+	$(PY) -m benchmarks.decide_bench --write benchmarks/RESULTS.md --cdf benchmarks/latency-cdf.png
 
 clean: ## Remove the venv, demo data and caches
 	rm -rf $(VENV) .nba-data .pytest_cache .ruff_cache .mypy_cache
