@@ -40,7 +40,7 @@ lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP) ## mypy on our own packages
-	$(VENV)/bin/mypy decision features rules training
+	$(VENV)/bin/mypy decision features rules training benchmarks
 
 bench: $(STAMP) ## The performance harness (floor, loads, peers, memory, growth); writes benchmarks/RESULTS.md and the CDF
 	$(PY) -m benchmarks.decide_bench --write benchmarks/RESULTS.md --cdf benchmarks/latency-cdf.png

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import grpc
 import redis
@@ -92,6 +93,7 @@ class Sizes:
     growth_decisions: int = 200
     rules_facts: int = 200
     peer_calls: int = 1000
+    workers_s: float = 8.0
     # The harness's own sections (all but the peers and the processes, which bring their own) fit in this; the
     # memory soak, run last, gets what is left, at least soak_min_s: 100,000 decisions on a quiet machine.
     budget_s: float = 340.0
@@ -99,7 +101,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(200, 2_000, 3.0, 3_000, 1_000, 60, 100, 200, budget_s=90.0, soak_min_s=10.0)
+        return cls(200, 2_000, 3.0, 3_000, 1_000, 60, 100, 200, workers_s=3.0, budget_s=90.0, soak_min_s=10.0)
 
 
 @dataclass
@@ -171,18 +173,29 @@ def optional_module(name: str) -> ModuleType | None:
 
 @dataclass(frozen=True)
 class PeerHook:
-    """A peer service measured beside Decide: ``module.cls()`` has ``install()``, ``start(world)`` (a context
-    manager during which it serves the world's customers or model) and ``call(i)`` (one blocking call for the
-    i-th customer of ``world.customer_ids``)."""
+    """A peer service measured beside Decide: ``build(module, world)`` gives the peer (with ``install()`` and
+    ``call(i)``, one blocking call for the i-th customer of ``world.customer_ids``) and a context manager factory
+    during which it serves the world's customers or model."""
 
     title: str
     module: str
-    cls: str
+    build: Callable[[ModuleType, World], tuple[Any, Callable[[], contextlib.AbstractContextManager[object]]]]
+
+
+def _feast(module: ModuleType, world: World) -> tuple[Any, Callable[[], contextlib.AbstractContextManager[object]]]:
+    # Feast's Redis online store in the same Redis server as ours (its keys are its own): the same machine's Redis.
+    peer = module.FeastPeer(world.population)
+    return peer, partial(peer.start, world.redis_url)
+
+
+def _mlserver(module: ModuleType, world: World) -> tuple[Any, Callable[[], contextlib.AbstractContextManager[object]]]:
+    peer = module.MLServerPeer(world.population, world.model_dir)
+    return peer, peer.start
 
 
 PEERS = (
-    PeerHook("Feast (features only)", "benchmarks.peers.feast", "FeastPeer"),
-    PeerHook("MLServer (scoring only)", "benchmarks.peers.mlserver", "MLServerPeer"),
+    PeerHook("Feast (features only)", "benchmarks.peers", _feast),
+    PeerHook("MLServer (scoring only)", "benchmarks.peers", _mlserver),
 )
 WORKERS_MODULE = "benchmarks.workers_bench"
 
@@ -193,9 +206,8 @@ def peer_contenders(world: World, report: Report) -> Iterator[Contender]:
         if module is None:
             report.skipped.append(Skipped(hook.title, f"`{hook.module}` is not in this checkout"))
             continue
-        peer = getattr(module, hook.cls)()
-        peer.install()
-        start: Callable[[], contextlib.AbstractContextManager[object]] = partial(peer.start, world)
+        peer, start = hook.build(module, world)
+        peer.install()  # once per machine: a stamp in its venv makes it a no-op after
         yield Contender(hook.title, peer.call, setup=start)
 
 
@@ -204,8 +216,20 @@ def measure_workers(world: World, report: Report) -> None:
     if module is None:
         report.skipped.append(Skipped("throughput with 1 and 2 server processes", f"`{WORKERS_MODULE}` is missing"))
         return
-    for processes in (1, 2):
-        report.throughput[processes] = float(module.measure_throughput(processes, world=world))
+    # 1, 2, 2, 1 and the mean of each: a machine (or a Redis) that drifts during the section favours neither.
+    runs: dict[int, list[float]] = {1: [], 2: []}
+    for processes in (1, 2, 2, 1):
+        result = module.measure_throughput(
+            processes,
+            world.redis_url,
+            world.model_dir,
+            seconds=report.sizes.workers_s,
+            customers=len(world.population) - len(PERSONAS),
+        )
+        if result.errors:
+            raise RuntimeError(f"{result.errors} calls failed while measuring {processes} server processes")
+        runs[processes].append(float(result.decisions_per_s))
+    report.throughput = {processes: sum(rates) / len(rates) for processes, rates in runs.items()}
 
 
 def measure_peers(world: World, decide: Contender, report: Report) -> None:

@@ -203,7 +203,7 @@ def measure_size(redis_url: str, n_actions: int, n_features: int, decisions: int
         )
         flow = build_flow(settings, client, config)
         counting = CountingScorer(flow.strategy.scorer)
-        flow.install(flow.strategy.with_scorer(counting))
+        flow.install(flow.strategy.with_models(counting))
         rng = random.Random(9)
 
         def request(i: int) -> DecisionRequest:

@@ -121,12 +121,12 @@ class TouchpointUser(User):
 
     abstract = True
     wait_time = between(0.0, 0.01)
-    touchpoint: int = pb.TOUCHPOINT_UNSPECIFIED
+    touchpoint: pb.Touchpoint = pb.TOUCHPOINT_UNSPECIFIED
 
     def customers(self, by_kind: dict[str, tuple[str, ...]], population: int) -> Customers:
         raise NotImplementedError
 
-    def context(self, customer_id: str) -> dict[str, str]:
+    def request_context(self, customer_id: str) -> dict[str, str]:
         return {}
 
     def on_start(self) -> None:
@@ -167,15 +167,14 @@ class TouchpointUser(User):
         request = pb.DecideRequest(
             customer_id=customer_id,
             touchpoint=self.touchpoint,
-            context=self.context(customer_id),
+            context=self.request_context(customer_id),
             request_id=uuid.uuid4().hex,
         )
         name = f"Decide {pb.Touchpoint.Name(self.touchpoint)}"
         reply = self._call(name, self.stub.Decide, request)
         if reply is None or not reply.actions or random.random() >= self.outcome_share:
             return
-        outcomes, weights = zip(*OUTCOMES, strict=True)
-        outcome = random.choices(outcomes, weights)[0]
+        outcome = random.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
         action = random.choice(reply.actions)
         self._call(
             "RecordOutcome",
@@ -192,7 +191,7 @@ class KioskCheckIn(TouchpointUser):
         troubled = (*by_kind["airline_troubled"], DEMO_IFE_GOLD, DEMO_ITALIAN)
         return Customers(by_kind["airline"], troubled, troubled_share=0.1, unknown_share=0.05, population=population)
 
-    def context(self, customer_id: str) -> dict[str, str]:
+    def request_context(self, customer_id: str) -> dict[str, str]:
         return a_flight()
 
 
@@ -224,7 +223,7 @@ class IvrCall(TouchpointUser):
         self.airline = frozenset(by_kind["airline"] + by_kind["airline_troubled"] + (DEMO_IFE_GOLD, DEMO_ITALIAN))
         return Customers(ordinary, troubled, troubled_share=0.15, unknown_share=0.05, population=population)
 
-    def context(self, customer_id: str) -> dict[str, str]:
+    def request_context(self, customer_id: str) -> dict[str, str]:
         if customer_id in self.airline and random.random() < 0.5:
             return {"flight": a_flight()["flight"]}
         return {}

@@ -137,7 +137,11 @@ def test_rss_is_read_from_proc():
 
 def test_a_section_whose_module_is_missing_is_skipped_and_said_so(monkeypatch, tmp_path):
     assert decide_bench.optional_module("benchmarks.no_such_section") is None
-    monkeypatch.setattr(decide_bench, "PEERS", (PeerHook("Nothing (test)", "benchmarks.no_such_peer", "Peer"),))
+    monkeypatch.setattr(
+        decide_bench,
+        "PEERS",
+        (PeerHook("Nothing (test)", "benchmarks.no_such_peer", lambda module, world: (module, world)),),
+    )
     monkeypatch.setattr(decide_bench, "WORKERS_MODULE", "benchmarks.no_such_workers")
     report = tiny_report()
     world = World("redis://unused", tmp_path, tmp_path, [])
