@@ -3,6 +3,7 @@
 the demo model. No gRPC transport: its cost is the floor ``decide_bench`` measures.
 
     python -m benchmarks.profile_decision [--decisions 2000] [--runs 5] [--top 25] [--pyinstrument]
+    valgrind --tool=callgrind --instr-atstart=no python -m benchmarks.profile_decision --callgrind 200
 
 Prints, for the same requests every time (fixed seed, fresh Redis):
   * CPU per decision of the calling thread (``time.thread_time``), p50 / p90, the median over ``--runs`` runs,
@@ -10,15 +11,21 @@ Prints, for the same requests every time (fixed seed, fresh Redis):
   * function calls per decision (cProfile: Python functions and the built-ins they call) and the CPU of each
     stage under the profiler (which inflates it, in proportion to the calls);
   * the functions with the most time of their own; with ``--pyinstrument``, pyinstrument's call tree.
+
+With ``--callgrind N``, under valgrind as above, it makes N decisions with callgrind's instrumentation on (only
+those: set-up runs uninstrumented) and prints nothing else; instructions per decision = the total ``Ir`` of
+the callgrind output file / N: a count that other processes on a shared machine do not disturb.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +117,7 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--top", type=int, default=25, help="functions listed by own time")
     parser.add_argument("--pyinstrument", action="store_true", help="also print pyinstrument's call tree")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="N", help="N decisions instrumented by callgrind")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nba-profile-"))
@@ -145,6 +153,18 @@ def main() -> int:
         for request in requests(300, customers, "warm"):
             decide(request)
         flow.decision_log.writer.flush()
+
+        if args.callgrind:
+            batch = requests(args.callgrind, customers, "callgrind")
+            subprocess.run(["callgrind_control", "--instr=on", str(os.getpid())], check=True, capture_output=True)
+            for request in batch:
+                decide(request)
+            flow.decision_log.writer.flush()
+            subprocess.run(["callgrind_control", "--instr=off", str(os.getpid())], check=True, capture_output=True)
+            flow.decision_log.close()
+            client.close()
+            print(f"{args.callgrind} decisions instrumented: instructions per decision = total Ir / {args.callgrind}")
+            return 0
 
         p50s, p90s, walls, process = [], [], [], []
         for run in range(args.runs):
