@@ -24,6 +24,7 @@ import cProfile
 import os
 import pstats
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,13 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nba-profile-"))
+    try:
+        return profile(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def profile(args: argparse.Namespace, work: Path) -> int:
     model_dir = load_or_train_demo_model(Path(".nba-data/models/demo"))
     with RedisServer(work / "redis") as redis_server:
         # A generous Redis timeout: on a shared machine the default (25 ms) now and then degrades a decision,
