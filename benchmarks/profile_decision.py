@@ -37,6 +37,7 @@ from decision.app import build_flow, store_config
 from decision.pb import decision_pb2 as pb
 from decision.server import DecisionApi
 from decision.settings import Settings
+from decision.side_effects import RedisDecisionLog
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, connect
 from training.demo_model import load_or_train_demo_model
@@ -149,6 +150,8 @@ def profile(args: argparse.Namespace, work: Path) -> int:
         customers = [p["customer_id"] for p in population]
         flow = build_flow(settings, client, config)
         api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
+        decision_log = flow.decision_log
+        assert isinstance(decision_log, RedisDecisionLog)  # build_flow's; its background writer is flushed below
 
         degraded = 0
 
@@ -160,16 +163,16 @@ def profile(args: argparse.Namespace, work: Path) -> int:
 
         for request in requests(300, customers, "warm"):
             decide(request)
-        flow.decision_log.writer.flush()
+        decision_log.writer.flush()
 
         if args.callgrind:
             batch = requests(args.callgrind, customers, "callgrind")
             subprocess.run(["callgrind_control", "--instr=on", str(os.getpid())], check=True, capture_output=True)
             for request in batch:
                 decide(request)
-            flow.decision_log.writer.flush()
+            decision_log.writer.flush()
             subprocess.run(["callgrind_control", "--instr=off", str(os.getpid())], check=True, capture_output=True)
-            flow.decision_log.close()
+            decision_log.close()
             client.close()
             print(f"{args.callgrind} decisions instrumented: instructions per decision = total Ir / {args.callgrind}")
             return 0
@@ -179,7 +182,7 @@ def profile(args: argparse.Namespace, work: Path) -> int:
             batch = requests(args.decisions, customers, f"run{run}")
             p0 = time.process_time()
             cpu, wall = timed(decide, batch)
-            flow.decision_log.writer.flush()
+            decision_log.writer.flush()
             process.append((time.process_time() - p0) / len(batch))
             p50s.append(percentile(cpu, 0.5))
             p90s.append(percentile(cpu, 0.9))
@@ -193,7 +196,7 @@ def profile(args: argparse.Namespace, work: Path) -> int:
         for request in batch:
             decide(request)
         profiler.disable()
-        flow.decision_log.writer.flush()
+        decision_log.writer.flush()
         stats = pstats.Stats(profiler)
 
         if args.pyinstrument:
@@ -203,8 +206,8 @@ def profile(args: argparse.Namespace, work: Path) -> int:
             with sampler:
                 for request in requests(args.decisions, customers, "sampled"):
                     decide(request)
-            flow.decision_log.writer.flush()
-        flow.decision_log.close()
+            decision_log.writer.flush()
+        decision_log.close()
         client.close()
 
     n = args.decisions
