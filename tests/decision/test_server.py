@@ -10,6 +10,7 @@ from decision.domain import (
     FeatureFreshness,
     FollowUp,
     OpenItem,
+    PolicyTrace,
     RankedAction,
     RuleFired,
     Suppression,
@@ -48,6 +49,7 @@ def _decision(**changes: object) -> Decision:
         follow_ups=(FollowUp("apology_letter", "a0", "it", "Gentile", "email"),),
         channel=ChannelAdvice("app", "prefers_app", "in app"),
         open_items=(OpenItem("open_problem", "disputa", True),),
+        policy=PolicyTrace("challenger", True, 0.125, 0.1, "m2", "a2"),
     )
     fields.update(changes)
     return Decision(**fields)
@@ -107,6 +109,14 @@ def _expected(d: Decision) -> pb.DecideResponse:
         ],
         channel=pb.ChannelAdvice(channel=d.channel.channel, reason_code=d.channel.reason_code, text=d.channel.text),
         open_items=[pb.OpenItem(kind=i.kind, text=i.text, detailed=i.detailed) for i in d.open_items],
+        policy=pb.PolicyTrace(
+            arm=d.policy.arm,
+            explored=d.policy.explored,
+            propensity=d.policy.propensity,
+            exploration_share=d.policy.exploration_share,
+            shadow_model_version=d.policy.shadow_model_version,
+            shadow_action_id=d.policy.shadow_action_id,
+        ),
     )
 
 
@@ -127,7 +137,8 @@ def test_empty_nested_messages_are_still_present() -> None:
         follow_ups=(),
         channel=ChannelAdvice(),
         open_items=(),
+        policy=PolicyTrace(arm="", propensity=0.0),
     )
     response = decision_to_proto(decision)
-    assert all(response.HasField(name) for name in ("explanation", "features", "channel"))
+    assert all(response.HasField(name) for name in ("explanation", "features", "channel", "policy"))
     assert response.SerializeToString(deterministic=True) == _expected(decision).SerializeToString(deterministic=True)
