@@ -121,6 +121,9 @@ class EligibilityPolicy:
         self.counters: tuple[Counter, ...] = rules.policies.counters
         self.history_s: float = rules.policies.history_s
         self._no_contacts = {counter.key: 0 for counter in self.counters}
+        # The catalogue's applicable actions per touchpoint for one day at a time: the same for every decision
+        # of the day, and this policy (so this cache) is replaced whole with the catalogue on a reload.
+        self._applicable: tuple[dt.date, dict[Touchpoint, list[Action]]] = (dt.date.min, {})
 
     def fact(
         self,
@@ -144,7 +147,7 @@ class EligibilityPolicy:
 
     def evaluate(self, fact: Mapping[str, Any], touchpoint: Touchpoint, today: dt.date) -> Eligible:
         outcome = self.rules.evaluate(fact)
-        applicable = self.catalogue.applicable(touchpoint, today)
+        applicable = self._applicable_on(touchpoint, today)
         result = Eligible(actions=[])
         excluded: dict[str, Suppression] = {}
         suppressed: dict[str, Suppression] = {}
@@ -203,18 +206,32 @@ class EligibilityPolicy:
             result.promote_fallback(action_id)
         return result
 
+    def _applicable_on(self, touchpoint: Touchpoint, today: dt.date) -> list[Action]:
+        """``catalogue.applicable``, computed once per touchpoint and day (callers never change the list)."""
+        day, by_touchpoint = self._applicable
+        if day != today:
+            by_touchpoint = {}
+            self._applicable = (today, by_touchpoint)  # one assignment: a concurrent decision sees old or new
+        applicable = by_touchpoint.get(touchpoint)
+        if applicable is None:
+            applicable = by_touchpoint[touchpoint] = self.catalogue.applicable(touchpoint, today)
+        return applicable
+
 
 def count_contacts(contacts: Sequence[Contact], counters: Sequence[Counter], now: float) -> dict[str, int]:
     """Each counter's value: the contacts of its event (and action, follow-up or touchpoint) inside its window."""
     counts = {}
     for counter in counters:
         since = now - counter.window_s
-        counts[counter.key] = sum(
-            1
-            for contact in contacts
-            if contact.event == counter.event
-            and contact.at >= since
-            and (not counter.name or contact.name == counter.name)
-            and (not counter.touchpoint or contact.touchpoint == counter.touchpoint)
-        )
+        event, name, touchpoint = counter.event, counter.name, counter.touchpoint
+        count = 0
+        for contact in contacts:
+            if (
+                contact.event == event
+                and contact.at >= since
+                and (not name or contact.name == name)
+                and (not touchpoint or contact.touchpoint == touchpoint)
+            ):
+                count += 1
+        counts[counter.key] = count
     return counts

@@ -8,7 +8,7 @@ customer-facing touchpoints (kiosk, IVR, web, app); open problems are shown to a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,135 @@ from decision.arbitration import Ranked
 from decision.catalogue import Action
 from decision.domain import FeatureContribution, FollowUp, OpenItem, Touchpoint
 from decision.eligibility import WantedFollowUp
-from features.schema import FeatureSchema
+from features.schema import Feature, FeatureSchema
 
 _SECTIONS = ("greeting", "reasons", "continuity", "continuity_customer", "incidents", "channels", "follow_ups")
 
 
-class _Blank(dict[str, str]):
-    """Template values where a missing placeholder renders as nothing rather than failing the decision."""
+# The fields set one after another when a decision's template values are made, each stage seeing those before
+# it (a later one replaces an earlier one of the same name; the request context fills only names still free).
+_FEATURES, _DERIVED, _CONTEXT, _INCIDENT, _COMPLAINT, _ALL = range(6)
+_DERIVED_FIELDS = frozenset(("greeting_name", "incident_flight", "problem", "application"))
+
+
+class TemplateFields(dict[str, str]):
+    """A decision's template values, each worked out the first time a template reads it; a placeholder that is
+    not a field renders as nothing rather than failing the decision.
+
+    What a field holds, in order, each later stage replacing an earlier one's field of the same name: the
+    features by name, shown in the language (not the sensitive ones where the customer reads the text);
+    ``greeting_name``, ``incident_flight``, ``problem``, ``application``; the request context, for names not
+    taken yet; ``incident``, ``complaint``; ``channel``. The greeting name and the incident and complaint texts
+    are rendered from the fields of the stages before theirs.
+    """
+
+    def __init__(
+        self,
+        narrator: Narrator,
+        values: Mapping[str, Any],
+        context: Mapping[str, str],
+        language: str,
+        features: Mapping[str, Feature],
+        channel: str,
+        has_incident: bool,
+        has_complaint: bool,
+    ) -> None:
+        super().__init__()
+        self._narrator = narrator
+        self._values = values
+        self._context = context
+        self._language = language
+        self._features = features
+        self._channel = channel
+        self._has_incident = has_incident
+        self._has_complaint = has_complaint
+        self._shown: dict[str, str] = {}
 
     def __missing__(self, key: str) -> str:
-        return ""
+        value = self._resolve(key, _ALL)
+        if value is None:
+            return ""
+        self[key] = value
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return dict.__getitem__(self, key)
+        value = self._resolve(key, _ALL)
+        if value is None:
+            return default
+        self[key] = value
+        return value
+
+    def extended(self, extra: Mapping[str, str]) -> TemplateFields:
+        """These fields with ``extra`` on top (an action's title in a letter, the features named in a reason)."""
+        copy = TemplateFields(
+            self._narrator,
+            self._values,
+            self._context,
+            self._language,
+            self._features,
+            self._channel,
+            self._has_incident,
+            self._has_complaint,
+        )
+        copy._shown = self._shown
+        copy.update(self)
+        copy.update(extra)
+        return copy
+
+    def _feature(self, key: str) -> str | None:
+        shown = self._shown.get(key)
+        if shown is None:
+            feature = self._features.get(key)
+            if feature is None:
+                return None
+            shown = self._shown[key] = self._narrator._feature_shown(feature, self._values, self._language)
+        return shown
+
+    def _resolve(self, key: str, stage: int) -> str | None:
+        """The field ``key`` as it stood after ``stage``; None when it was not set."""
+        narrator, language = self._narrator, self._language
+        if stage >= _ALL and key == "channel":
+            return narrator.channel_name(self._channel, language)
+        if stage >= _COMPLAINT and key == "complaint" and self._has_complaint:
+            return narrator._text("incidents", language, "complaint").format_map(_Stage(self, _INCIDENT))
+        if stage >= _INCIDENT and key == "incident" and self._has_incident:
+            incident_type = str(self._values.get("last_incident_type") or "")
+            return narrator._text("incidents", language, incident_type).format_map(_Stage(self, _CONTEXT))
+        if stage >= _DERIVED and key in _DERIVED_FIELDS:
+            if key == "greeting_name":
+                if self._feature("last_name"):
+                    return narrator._text("greeting_name", language).format_map(_Stage(self, _FEATURES)).strip()
+                return self._feature("first_name") or narrator._text("anonymous_name", language)
+            source = {"incident_flight": "last_incident_flight", "problem": "open_problem"}.get(
+                key, "pending_application"
+            )
+            return self._feature(source) or ""
+        shown = self._feature(key)
+        if shown is not None:
+            return shown
+        if stage >= _CONTEXT:
+            return self._context.get(key)
+        return None
+
+
+class _Stage(Mapping[str, str]):
+    """The fields as they stood after one stage, for rendering the templates of the stage after it."""
+
+    def __init__(self, fields: TemplateFields, stage: int) -> None:
+        self._fields = fields
+        self._stage = stage
+
+    def __getitem__(self, key: str) -> str:
+        value = self._fields._resolve(key, self._stage)
+        return "" if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 class NarratorError(ValueError):
@@ -53,6 +172,13 @@ class Narrator:
         self.texts: dict[str, Any] = texts
         self.languages: list[str] = [str(language) for language in texts["languages"]]
         self.schema = schema
+        self._value_names: Mapping[str, Any] = texts.get("values") or {}
+        # The features a template may name, by derived name: all of them where an agent reads the text, none
+        # of the sensitive ones where the customer does (keyed by Touchpoint.customer_facing).
+        self._shown_features: dict[bool, dict[str, Feature]] = {
+            facing: {f.derived_name: f for f in schema.features if not (f.sensitive and facing)}
+            for facing in (False, True)
+        }
 
     def reason_languages(self) -> dict[str, frozenset[str]]:
         """Each reason code with the languages its text is written in: the rules compiler checks them."""
@@ -75,42 +201,36 @@ class Narrator:
         language: str,
         touchpoint: Touchpoint,
         channel: str = "",
-    ) -> _Blank:
+    ) -> TemplateFields:
         """Placeholders every template may use: features by name (sensitive ones blank where the customer reads
-        the text), the request context, the greeting name, the incident and complaint, the channel's name."""
-        fields = _Blank()
-        names = self.texts.get("values") or {}
-        for feature in self.schema.features:
-            if feature.sensitive and touchpoint.customer_facing:
-                continue
-            value = values.get(feature.derived_name)
-            shown = names.get(feature.name, {}).get(value) if isinstance(value, str) else None
-            # a category shows as its name in the language ("Gold"), anything else as written
-            fields[feature.derived_name] = (shown.get(language) or shown.get("en", "")) if shown else _shown(value)
-        if fields["last_name"]:
-            fields["greeting_name"] = self._text("greeting_name", language).format_map(fields).strip()
-        else:
-            fields["greeting_name"] = fields["first_name"] or self._text("anonymous_name", language)
-        fields["incident_flight"] = fields["last_incident_flight"]
-        fields["problem"] = fields["open_problem"]
-        fields["application"] = fields["pending_application"]
-        for key, value in context.items():
-            fields.setdefault(key, value)
+        the text), the request context, the greeting name, the incident and complaint, the channel's name.
+
+        Each is worked out when a template first reads it: a decision's texts read a handful of ~40 fields."""
         incidents = self.texts.get("incidents", {})
         incident_type = str(values.get("last_incident_type") or "")
-        if incident_type in incidents:
-            fields["incident"] = self._text("incidents", language, incident_type).format_map(fields)
-        if "complaint" in incidents:
-            fields["complaint"] = self._text("incidents", language, "complaint").format_map(fields)
-        fields["channel"] = self.channel_name(channel, language)
-        return fields
+        return TemplateFields(
+            self,
+            values,
+            context,
+            language,
+            self._shown_features[touchpoint.customer_facing],
+            channel,
+            incident_type in incidents,
+            "complaint" in incidents,
+        )
+
+    def _feature_shown(self, feature: Feature, values: Mapping[str, Any], language: str) -> str:
+        value = values.get(feature.derived_name)
+        shown = self._value_names.get(feature.name, {}).get(value) if isinstance(value, str) else None
+        # a category shows as its name in the language ("Gold"), anything else as written
+        return (shown.get(language) or shown.get("en", "")) if shown else _shown(value)
 
     def channel_name(self, channel: str, language: str) -> str:
         if channel and channel in self.texts.get("channels", {}):
             return self._text("channels", language, channel)
         return channel
 
-    def reason(self, code: str, fields: _Blank, language: str) -> str:
+    def reason(self, code: str, fields: TemplateFields, language: str) -> str:
         """The human-readable reason for a reason code; empty when the messages have none."""
         if code in self.texts["reasons"]:
             return self._text("reasons", language, code).format_map(fields)
@@ -155,7 +275,7 @@ class Narrator:
         ranked: Sequence[Ranked],
         reasons: Mapping[str, Sequence[str]],
         features: Sequence[FeatureContribution],
-        fields: _Blank,
+        fields: TemplateFields,
         language: str,
         touchpoint: Touchpoint,
         greeting: str,
@@ -182,7 +302,7 @@ class Narrator:
         top: Ranked,
         reasons: Mapping[str, Sequence[str]],
         features: Sequence[FeatureContribution],
-        fields: _Blank,
+        fields: TemplateFields,
         language: str,
     ) -> str:
         for code in reasons.get(top.action.action_id, ()):
@@ -191,15 +311,14 @@ class Narrator:
         labels = (
             "、".join(f.label for f in features) if language.startswith("zh") else ", ".join(f.label for f in features)
         )
-        filled = _Blank(fields)
-        filled["features"] = labels or top.action.title(language)
+        filled = fields.extended({"features": labels or top.action.title(language)})
         return self._text("reasons", language, "model_ranked").format_map(filled)
 
     def follow_ups(
         self,
         wanted: Sequence[WantedFollowUp],
         decided: Mapping[str, Action],
-        fields: _Blank,
+        fields: TemplateFields,
         language: str,
         channel: str,
     ) -> list[FollowUp]:
@@ -214,9 +333,12 @@ class Narrator:
                 action = decided.get(want.action_id)
                 if action is None:
                     continue
-                filled = _Blank(fields)
-                filled["action_title"] = action.title(language)
-                filled["action_confirmation"] = action.confirmation(language).format_map(fields)
+                filled = fields.extended(
+                    {
+                        "action_title": action.title(language),
+                        "action_confirmation": action.confirmation(language).format_map(fields),
+                    }
+                )
             text = self._text("follow_ups", language, want.kind).format_map(filled)
             rendered[want.kind] = FollowUp(want.kind, want.action_id, language, text, want.channel or channel)
         return list(rendered.values())

@@ -129,6 +129,7 @@ class RulesEngine:
         self._fixed = tuple(_fixed_directives(rule) for rule in self._rules)
         # durable needs to see only what conditions read; each key is written once as JSON, ready to join.
         self._fact_keys = tuple((key, json.dumps(key, ensure_ascii=False) + ":") for key in sorted(policies.fact_keys))
+        self._fact_names = tuple(key for key, _ in self._fact_keys)
         # itertools.count is atomic under the GIL: unique session ids without taking the lock.
         self._session_numbers = itertools.count(1)
         definitions = [json.dumps(d, ensure_ascii=False) for d in policies.ruleset_definitions()]
@@ -193,6 +194,11 @@ class RulesEngine:
             durable_rules_engine.delete_state(ruleset, session)
 
     def _rule_index(self, queued: str) -> int:
+        # As durable writes it, '{"12:name":...': the position is between the quote and the first colon.
+        if queued.startswith('{"'):
+            position = queued[2 : queued.find(":", 2)]
+            if position.isascii() and position.isdigit():
+                return int(position)
         match = _QUEUED_RULE.match(queued)
         if match:
             return int(match.group(1))
@@ -205,13 +211,14 @@ class RulesEngine:
         # Anything it could write in a way durable misreads (an exponent after a whole mantissa, "1e-5", for
         # tiny or huge floats; subclasses such as IntEnum) takes the exact path below instead.
         members: dict[str, object] = {FACT_MARKER: 1, "sid": session}
-        for key, _ in self._fact_keys:
-            value = fact.get(key)
+        get = fact.get
+        for key in self._fact_names:
+            value = get(key)
             if value is None:
                 continue
             kind = value.__class__
-            if isinstance(value, float) and kind is float:
-                if not math.isfinite(value):
+            if kind is float and isinstance(value, float):
+                if value - value != 0.0:  # NaN or an infinity (x - x is 0.0 for every finite float)
                     continue  # JSON has no NaN or infinity: an absent field
                 if value != 0.0 and not 1e-4 <= abs(value) < 1e15:
                     return self._encode_exactly(session, fact)
