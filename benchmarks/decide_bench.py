@@ -146,6 +146,7 @@ class Report:
     saturated_per_s: float = 0.0
     throughput: dict[int, float] = field(default_factory=dict)
     peers: list[tuple[Latency, Latency]] = field(default_factory=list)
+    peer_installs: dict[str, float | None] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     soak: list[dict[str, float]] = field(default_factory=list)
     server_rss: list[tuple[str, int, int]] = field(default_factory=list)
@@ -208,6 +209,7 @@ def peer_contenders(world: World, report: Report) -> Iterator[Contender]:
             continue
         peer, start = hook.build(module, world)
         peer.install()  # once per machine: a stamp in its venv makes it a no-op after
+        report.peer_installs[hook.title] = peer.venv.first_install_seconds
         yield Contender(hook.title, peer.call, setup=start)
 
 
@@ -562,7 +564,14 @@ def _open_section(report: Report) -> list[str]:
 def _peer_section(report: Report) -> list[str]:
     lines = ["## d. Processes and peers", ""]
     if report.throughput:
-        lines += ["| server processes | decisions/s at saturation |", "|---|---|"]
+        lines += [
+            "`benchmarks.workers_bench`: `nba serve --workers N` on the same Redis and customers, 16 calls in flight "
+            "from 2 client processes (asyncio, a connection per call so SO_REUSEPORT spreads them), runs in the "
+            "order 1, 2, 2, 1 and the mean of each. The clients share the 2 cores with the servers and Redis.",
+            "",
+            "| server processes | decisions/s at saturation |",
+            "|---|---|",
+        ]
         lines += [f"| {n} | {per_s:,.0f} |" for n, per_s in sorted(report.throughput.items())]
         lines.append("")
     if report.peers:
@@ -570,6 +579,16 @@ def _peer_section(report: Report) -> list[str]:
             f"Each peer interleaved with sequential Decide, {report.sizes.peer_calls:,} calls each.",
             "",
             latency_table([run for pair in report.peers for run in pair]),
+            "",
+        ]
+    if report.peer_installs:
+        installs = ", ".join(
+            f"{title.split(' ')[0]} {seconds:.0f} s" if seconds is not None else f"{title.split(' ')[0]} ?"
+            for title, seconds in report.peer_installs.items()
+        )
+        lines += [
+            f"Each peer runs in its own pinned venv under `.nba-data/peers/`, installed by the first run on a machine "
+            f"(first install here: {installs}; later runs skip it).",
             "",
         ]
     lines += [s.line() for s in report.skipped] + [""]
