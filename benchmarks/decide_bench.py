@@ -234,9 +234,12 @@ def measure_workers(world: World, report: Report) -> None:
     report.throughput = {processes: sum(rates) / len(rates) for processes, rates in runs.items()}
 
 
-def measure_peers(world: World, decide: Contender, report: Report) -> None:
-    """Each peer interleaved with sequential Decide, so both see the same machine."""
+def measure_peers(world: World, stub: pb_grpc.DecisionServiceStub, report: Report) -> None:
+    """Each peer interleaved with sequential Decide, so both see the same machine. Each peer's Decide calls are
+    new requests: the same request ids again would be retries, answered from the stored decision."""
     for peer in peer_contenders(world, report):
+        requests = decide_requests(world, report.sizes.peer_calls, f"peers-{peer.name.split(' ')[0]}")
+        decide = decide_contender(world, stub, requests)
         with peer.setup():
             runs = interleaved([peer, decide], report.sizes.peer_calls, 1)
         report.peers.append((runs[0], runs[1]))
@@ -417,9 +420,7 @@ def run_in(work: Path, sizes: Sizes, model_cache: Path) -> Report:
             with elapsed(seconds, "c: open loops"):
                 measure_open(world, channel, report)
             with elapsed(seconds, "d: peers"):
-                stub = pb_grpc.DecisionServiceStub(channel)
-                decide = decide_contender(world, stub, decide_requests(world, sizes.peer_calls, "peers"))
-                measure_peers(world, decide, report)
+                measure_peers(world, pb_grpc.DecisionServiceStub(channel), report)
             report.server_rss = list(world.rss_log)
             report.served = (world.decisions, world.degraded, world.failed)
         with elapsed(seconds, "d: processes"):
