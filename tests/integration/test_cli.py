@@ -35,9 +35,10 @@ def test_decide_names_a_bad_touchpoint(service, capsys):
     assert "touchpoint: must be one of CHECKIN_KIOSK" in capsys.readouterr().err
 
 
-def test_outcome_is_recorded_from_the_command_line(service, capsys):
+def test_outcome_is_recorded_from_the_command_line(service, fresh_contact_history, capsys):
     main(["decide", "--target", service.grpc.target, "--customer", "demo-italian", "--touchpoint", "WEB", "--json"])
     decision = json.loads(capsys.readouterr().out)
+    assert decision.get("actions"), decision
     code = main(
         [
             "outcome",
