@@ -125,10 +125,9 @@ class DecisionFlow:
         )
         arm, scorer = strategy.models.arm(request.customer_id)
         propensity = dict(zip(candidate_ids, scorer.score(values, candidate_ids).tolist(), strict=True))
-        trace = PolicyTrace(arm=arm, exploration_share=self.limits.exploration_share)
+        shadow_version = shadow_choice = ""
         if (shadow := strategy.models.shadow_scorer) is not None:
-            choice = self._shadow_choice(shadow, values, eligible)
-            trace = replace(trace, shadow_model_version=shadow.version, shadow_action_id=choice)
+            shadow_version, shadow_choice = shadow.version, self._shadow_choice(shadow, values, eligible)
 
         request_id = request.request_id or f"auto-{decision_id}"
         inputs = {"features": dict(record.raw), "context": dict(request.context)}
@@ -143,7 +142,14 @@ class DecisionFlow:
             )
             ranking = eligible.limit_offers(explored.ranking)
             ranked = ranking[: request.max_actions]
-            trace = replace(trace, explored=explored.explored, propensity=explored.propensity)
+            trace = PolicyTrace(
+                arm=arm,
+                explored=explored.explored,
+                propensity=explored.propensity,
+                exploration_share=self.limits.exploration_share,
+                shadow_model_version=shadow_version,
+                shadow_action_id=shadow_choice,
+            )
             decision = self._explain(
                 strategy, scorer, request, decision_id, request_id, now, values, record.found, eligible, ranking,
                 ranked, freshness, degraded, trace,
@@ -219,7 +225,10 @@ class DecisionFlow:
         return FeatureFreshness(found=True, age_ms=age_ms, stale=stale, max_age_ms=max_age_ms)
 
     def _shadow_choice(self, shadow: Scorer, values: dict, eligible: Eligible) -> str:
-        """What a challenger in shadow would put first for the same candidates and rules; it never decides."""
+        """What a challenger in shadow would put first for the same candidates and rules; it never decides.
+
+        It goes through the contact policy's offer limit too (which may hold every offer back); the limit's list of
+        held-back actions it leaves is the shadow's, and the deciding ranking below sets it anew."""
         ids = [a.action_id for a in eligible.actions]
         scores = shadow.score(values, ids)
         ranking = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
