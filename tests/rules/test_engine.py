@@ -409,6 +409,21 @@ def test_no_state_leaks_from_one_evaluation_to_the_next(engine: RulesEngine) -> 
     assert "service_recovery_ife" not in after.fired
 
 
+def test_an_evaluation_answers_the_same_whatever_came_before(engine: RulesEngine) -> None:
+    # Every evaluation reuses one durable session and retracts its fact afterwards: no history may show.
+    facts = _varied_facts(400, seed=11)
+    forward = [engine.evaluate(fact) for fact in facts]
+    order = list(range(len(facts)))
+    random.Random(3).shuffle(order)
+    shuffled = {i: engine.evaluate(facts[i]) for i in order}
+    assert all(shuffled[i] == outcome for i, outcome in enumerate(forward))
+    # The same fact twice in a row fires twice: the first one was retracted, not left to be seen as a duplicate.
+    victim = ife_victim()
+    assert engine.evaluate(victim) == engine.evaluate(victim)
+    assert actions_of(engine.evaluate(victim), "require") == {"upgrade_first_class"}
+    assert len({len(outcome.directives) for outcome in forward}) > 3  # the facts really differ
+
+
 def test_thousands_of_evaluations_and_failing_rule_actions_leave_no_session_behind(tmp_path: Path) -> None:
     # The shipped policies plus a rule whose action fails: its template names a context key the fact lacks.
     for path in DEFAULT_POLICY_DIR.glob("*.yaml"):
