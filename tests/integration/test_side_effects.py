@@ -14,6 +14,7 @@ from decision.pb import decision_pb2 as pb
 from features.redis_store import RedisOnlineStore
 from tests.conftest import forget_offers
 from tests.integration.test_scenarios import fresh_flight
+from tests.integration.test_workers import a_spooled_decision, logged
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
@@ -193,3 +194,23 @@ def test_bad_outcomes_are_refused_naming_the_field(stub, change, code, text):
         stub.RecordOutcome(request, timeout=5)
     assert caught.value.code() == code
     assert text in caught.value.details()
+
+
+def test_a_spool_replayed_twice_logs_each_decision_once(stub, service, redis_client, tmp_path):
+    # A replay cut short by Redis going away again is repeated whole: what was already stored is skipped.
+    ids = [f"twice-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    lines = b"".join(a_spooled_decision(stub, redis_client, i) + b"\n" for i in ids)
+    first = tmp_path / "first" / "decision-spool-0.jsonl"
+    first.parent.mkdir()
+    first.write_bytes(lines[: lines.index(b"\n") + 1])  # the first replay got as far as one decision
+    again = tmp_path / "again" / "decision-spool-0.jsonl"
+    again.parent.mkdir()
+    again.write_bytes(lines)
+
+    decision_log = service.flow.decision_log
+    assert decision_log.replay_spool_files(first.parent) == 1
+    assert decision_log.replay_spool_files(again.parent) == 3
+    entries = [e["decision_id"] for _, e in redis_client.xrange("nba:log:decisions")]
+    assert all(entries.count(f"spooled-{i}") == 1 for i in ids)
+    assert all(logged(redis_client, f"spooled-{i}") for i in ids)
+    assert again.read_bytes() == b"" and first.read_bytes() == b""
