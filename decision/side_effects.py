@@ -59,7 +59,7 @@ from decision.domain import (
 )
 from features.memory_store import MemoryOnlineStore
 from features.online_store import Contact
-from features.redis_store import CircuitBreaker, KeyLayout, round_trip
+from features.redis_store import CircuitBreaker, KeyLayout, RoundTrip
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class RedisDecisionLog(DecisionLog):
         self.follow_ups_stream = f"{key_prefix}log:follow-ups"
         self._commit = client.register_script(_COMMIT)
         self._outcome = client.register_script(_OUTCOME)
+        self.round_trip = RoundTrip(client)
         self.spool = DecisionSpool(spool_path) if spool_path else None
         # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
         self.breaker = breaker
@@ -320,9 +321,9 @@ class RedisDecisionLog(DecisionLog):
             keys += (self.decision_key(decision.decision_id), self.keys.contacts(decision.customer_id))
             args += (record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), *members, *fields)
         try:
-            round_trip(self.client, ("EVALSHA", _LOG_BATCH_SHA, len(keys), *keys, *args))
+            self.round_trip(("EVALSHA", _LOG_BATCH_SHA, len(keys), *keys, *args))
         except redis.exceptions.NoScriptError:  # a restarted Redis has an empty script cache
-            round_trip(self.client, ("EVAL", _LOG_BATCH, len(keys), *keys, *args))
+            self.round_trip(("EVAL", _LOG_BATCH, len(keys), *keys, *args))
 
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
