@@ -93,15 +93,17 @@ class PathContributions:
         indices = np.asarray(leaves)
         if indices.ndim == 2 and indices.shape[0] == 1:
             indices = indices[0]
-        if indices.shape != self._num_leaves.shape or not np.issubdtype(indices.dtype, np.integer):
+        # dtype.kind rather than np.issubdtype, and count_nonzero rather than .any(): the checks were half of
+        # this method's ~68k instructions per call (callgrind, 79 trees).
+        if indices.shape != self._num_leaves.shape or indices.dtype.kind not in "iu":
             raise ValueError(
                 f"leaves must be {len(self._num_leaves)} integer leaf indices (one per tree), "
                 f"got shape {indices.shape} of {indices.dtype}"
             )
         indices = indices.astype(np.intp)
         # Negative indices wrap round to huge unsigned ones, so one comparison checks both ends.
-        out_of_range = indices.astype(np.uintp) >= self._num_leaves
-        if out_of_range.any():
+        out_of_range = indices.view(np.uintp) >= self._num_leaves
+        if np.count_nonzero(out_of_range):
             tree = int(np.flatnonzero(out_of_range)[0])
             raise ValueError(
                 f"leaf index {int(indices[tree])} out of range for tree {tree} "
@@ -110,6 +112,8 @@ class PathContributions:
         return self._sum_paths(indices)
 
     def _sum_paths(self, leaves: IntArray) -> FloatArray:
+        # Summed tree after tree along axis 0 (no pairwise summation across rows), so the order, and every bit
+        # of the result, stays that of the table.
         return np.add.reduce(self._table.take(leaves + self._first_leaf, axis=0), axis=0)
 
 
@@ -170,10 +174,13 @@ def top_contributions(
     values = np.asarray(contribs, dtype=np.float64)
     if values.shape != (len(feature_names),):
         raise ValueError(f"contribs has shape {values.shape} but there are {len(feature_names)} feature names")
+    # Plain floats from tolist() and a sort on tuples without a key function: numpy scalars and a lambda per
+    # item made this ~85k instructions a call for 25 features, as much as finding the leaves. The position
+    # breaks ties between equal names as the stable sort by (-size, name) did.
     candidates = [
-        (name, float(value))
-        for name, value in zip(feature_names, values, strict=True)
-        if name not in exclude and value != 0.0
+        (-abs(value), name, position, value)
+        for position, (name, value) in enumerate(zip(feature_names, values.tolist(), strict=True))
+        if value != 0.0 and name not in exclude
     ]
-    candidates.sort(key=lambda item: (-abs(item[1]), item[0]))
-    return candidates[:k]
+    candidates.sort()
+    return [(name, value) for _, name, _, value in candidates[:k]]

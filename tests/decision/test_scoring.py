@@ -33,11 +33,20 @@ def native(demo_model_dir: Path) -> NativeBooster:
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_native_predictions_equal_lightgbm(booster, native, data) -> None:
+    # Up to 8 rows go one by one through the single-row call, more through the matrix call: both are drawn.
     n_rows = data.draw(st.integers(1, 20))
     rows = data.draw(arrays(np.float64, (n_rows, booster.num_feature()), elements=VALUES))
+    if data.draw(st.booleans()):
+        rows = np.asfortranarray(rows)
     assert np.array_equal(native.predict(rows), booster.predict(rows, num_threads=1))
     assert np.array_equal(native.predict_raw(rows), booster.predict(rows, raw_score=True, num_threads=1))
     assert np.array_equal(native.leaves(rows), booster.predict(rows, pred_leaf=True, num_threads=1))
+
+
+def test_native_predictions_of_no_rows_are_empty(native) -> None:
+    no_rows = np.empty((0, native.num_feature))
+    assert native.predict(no_rows).shape == (0,)
+    assert native.leaves(no_rows).shape == (0, native.num_trees)
 
 
 def test_scorer_scores_every_candidate_like_lightgbm(demo_model_dir, booster) -> None:
