@@ -10,9 +10,9 @@ Key layout (shared with the decision log, which writes the contact history with 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis
@@ -82,6 +82,10 @@ class CircuitBreaker:
         self._open_until = 0.0
 
 
+# hiredis's type stub declares a one-element tuple; pack_command takes a command of any length.
+_pack_command = cast(Callable[[tuple[str | bytes | int, ...]], bytes], hiredis.pack_command)
+
+
 class RoundTrip:
     """Several commands in one write and one round trip, on connections checked out of the client's pool once.
 
@@ -104,7 +108,7 @@ class RoundTrip:
         except IndexError:
             connection = self.pool.get_connection()
         try:
-            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))])
+            connection.send_packed_command([b"".join(map(_pack_command, commands))])
             replies = [connection.read_response() for _ in commands]
         except BaseException:
             connection.disconnect()  # a half-read reply would garble the next command; it reconnects when used
