@@ -162,6 +162,7 @@ class Service:
             flow.install,
             settings.rules_reload_s,
             models=models,
+            settle_s=settings.rules_settle_s,
         ).start()
         return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http)
 

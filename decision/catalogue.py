@@ -96,16 +96,30 @@ class Catalogue:
 
     @classmethod
     def load(cls, path: Path = DEFAULT_CATALOGUE_PATH) -> Catalogue:
-        text = path.read_text(encoding="utf-8")
-        document = yaml.safe_load(text)
+        """Read and check the catalogue; CatalogueError names the file, the action and the field at fault."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise CatalogueError(f"{path.name}: not UTF-8 text (byte {error.start})") from None
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise CatalogueError(f"{path.name}: not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(document, dict) or not isinstance(document.get("actions"), dict):
-            raise CatalogueError(f"{path}: expected a mapping with an 'actions' mapping")
+            raise CatalogueError(f"{path.name}: expected a mapping with an 'actions' mapping")
         actions = {str(aid): _parse_action(path, str(aid), spec) for aid, spec in document["actions"].items()}
+        max_actions = document.get("default_max_actions", 3)
+        if isinstance(max_actions, bool) or not isinstance(max_actions, int) or not 1 <= max_actions <= 20:
+            raise CatalogueError(f"{path.name}: default_max_actions must be a whole number 1-20, got {max_actions!r}")
+        currency = document.get("currency", "EUR")
+        if not isinstance(currency, str) or not currency.isalpha() or len(currency) != 3:
+            raise CatalogueError(f"{path.name}: currency must be a three-letter code (EUR), got {currency!r}")
         return cls(
             actions=actions,
             version=hashlib.sha256(text.encode()).hexdigest()[:12],
-            currency=str(document.get("currency", "EUR")),
-            default_max_actions=int(document.get("default_max_actions", 3)),
+            currency=currency,
+            default_max_actions=max_actions,
         )
 
     @property
@@ -148,8 +162,11 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
     capacity = None
     if spec.get("capacity") is not None:
         cap = spec["capacity"]
-        if not isinstance(cap, dict) or "per" not in cap or int(cap.get("units", -1)) < 0:
-            raise CatalogueError(f"{where}: capacity needs 'per' (a context key) and 'units' (>= 0)")
+        units = cap.get("units") if isinstance(cap, dict) else None
+        if not isinstance(cap, dict) or "per" not in cap or isinstance(units, bool) or not isinstance(units, int):
+            raise CatalogueError(f"{where}: capacity needs 'per' (a context key) and 'units' (a whole number >= 0)")
+        if units < 0:
+            raise CatalogueError(f"{where}: capacity.units must be a whole number >= 0, got {units!r}")
         capacity = Capacity(per=str(cap["per"]), units=int(cap["units"]))
     return Action(
         action_id=action_id,
@@ -165,6 +182,13 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
         mandatory_only=bool(spec.get("mandatory_only", False)),
         confirmations={str(k): str(v) for k, v in (spec.get("confirmation") or {}).items()},
     )
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What the YAML parser found wrong and where, in one line (its own message spans several)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
 
 
 def _date(where: str, field_name: str, value: Any) -> dt.date | None:

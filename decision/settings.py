@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     """How often the running service looks for changed rule files, catalogue or messages (seconds; 0 = never).
     A change that compiles is live for the next decision; a bad one is refused and logged, the old rules serve."""
 
+    rules_settle_s: float = Field(1.0, ge=0)
+    """A change of the rule files, catalogue or messages is read only once no file changed for this long (seconds),
+    so a file caught while it is still being written or copied never goes live half-written."""
+
     feature_max_age_s: float = Field(7 * 86_400.0, gt=0)
     """A profile written longer ago than this is stale: the decision is flagged degraded (features_stale)."""
 

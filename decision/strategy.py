@@ -7,7 +7,11 @@ finishes on the strategy it started with.
 
 :class:`StrategyWatcher` is the hot reload business analysts rely on: it polls the rule files, and a change
 that loads and compiles becomes the strategy of the next decision; one that does not is refused, logged with
-the file, rule and field at fault, and the last good strategy keeps serving. It polls the published models the
+the file, rule and field at fault, and the last good strategy keeps serving. A change is read only once it is
+whole: the files must have stood unchanged for ``settle_s`` (a file still being copied is never half-loaded),
+and they must be the same after the parse as before it (a change during the parse is read again at the next
+poll). A deployment may also swap the whole policy directory at once, by pointing a symbolic link at another
+directory: the link's target is part of what is watched. It polls the published models the
 same way (``decision/deployment.py``): ``nba publish`` and ``nba rollback`` reach every running server within
 one poll, and a model that cannot serve is refused while the live one keeps serving.
 """
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,14 +53,15 @@ class RuleFiles:
         return [*sorted(Path(self.policy_dir).glob("*.yaml")), Path(self.catalogue_path), Path(self.messages_path)]
 
     def stamp(self) -> tuple[tuple[str, int, int], ...]:
-        """Name, modification time and size of every file: cheap to take, and changes when a file does."""
-        stamps = []
+        """Where every file really is (a symbolic link swapped to another release), its modification time and
+        size, and the policy directory's real place: cheap to take, and changes when a file does."""
+        stamps = [(os.path.realpath(self.policy_dir), 0, 0)]
         for path in self.paths():
             try:
                 stat = path.stat()
             except FileNotFoundError:
                 continue  # removed between the listing and the stat: the next poll sees the directory as it is
-            stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+            stamps.append((os.path.realpath(path), stat.st_mtime_ns, stat.st_size))
         return tuple(stamps)
 
 
@@ -124,6 +131,8 @@ class StrategyWatcher:
         install: Callable[[Strategy], None],
         interval_s: float = 1.0,
         models: ModelSource | None = None,
+        settle_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.files = files
         self.schema = schema
@@ -131,11 +140,15 @@ class StrategyWatcher:
         self.install = install
         self.interval_s = interval_s
         self.models = models
+        self.settle_s = settle_s
+        self.clock = clock
         self.last_error: str | None = None
         self.last_model_error: str | None = None
         self.reloads = 0
         self.model_swaps = 0
         self._stamp = files.stamp()
+        # A change seen but not yet read: its stamp and when it was first seen so (it must settle first).
+        self._unsettled: tuple[tuple[tuple[str, int, int], ...], float] | None = None
         self._model_stamp = models.loaded_stamp if models is not None else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,19 +183,31 @@ class StrategyWatcher:
             return True
 
     def check_rules(self) -> bool:
-        """Reload the rule files, catalogue and messages if any changed; True when a new strategy was installed."""
+        """Reload the rule files, catalogue and messages if any changed and the change has settled; True when a
+        new strategy was installed."""
         with self._lock:
             stamp = self.files.stamp()
             if stamp == self._stamp:
+                self._unsettled = None
                 return False
-            self._stamp = stamp
+            now = self.clock()
+            if self._unsettled is None or self._unsettled[0] != stamp:
+                self._unsettled = (stamp, now)  # a new change, or one still being written: wait for it to settle
+            if now - self._unsettled[1] < self.settle_s:
+                return False
             live = self.current()
             try:
                 strategy = load_strategy(self.files, self.schema, live.models)
             except RELOAD_ERRORS as error:
+                if self.files.stamp() != stamp:
+                    return False  # changed while it was read: the next poll reads the files as they are then
+                self._stamp, self._unsettled = stamp, None
                 self.last_error = str(error)
                 log.error("rules change refused, still serving rules %s: %s", live.rules_version, error)
                 return False
+            if self.files.stamp() != stamp:
+                return False  # changed while it was read: never install a mix of two deployments
+            self._stamp, self._unsettled = stamp, None
             self.last_error = None
             if strategy.rules_version == live.rules_version and strategy.catalogue.version == live.catalogue.version:
                 return False  # touched, not changed

@@ -158,3 +158,38 @@ def test_a_bad_catalogue_or_messages_file_is_refused_too(
     _wait_for(lambda: service.rules_watcher.last_error is not None)
     assert expected in service.rules_watcher.last_error
     assert stub.Decide(_request(1), timeout=5).rules_version == before
+
+
+def test_a_rule_file_written_in_two_halves_goes_live_only_whole(
+    loaded_redis: RedisServer, demo_model_dir: Path, rules_copy: Path
+) -> None:
+    """A copy that stalls half-way (a slow network share, a full disk freed a moment later) never serves the half:
+    the half compiles (the complaint rules are simply missing), so only the settle time keeps it out."""
+    from decision.app import Service
+
+    settings = service_settings(
+        loaded_redis.url,
+        demo_model_dir,
+        rules_copy / "data",
+        policy_dir=rules_copy / "policies",
+        catalogue_path=rules_copy / "actions.yaml",
+        messages_path=rules_copy / "messages.yaml",
+        rules_reload_s=0.05,
+        rules_settle_s=2.0,
+    )
+    path = rules_copy / "policies" / "service_recovery.yaml"
+    whole = path.read_text("utf-8").replace("Service recovery", "Service recovery (v2)", 1)
+    with Service.start(settings) as service:
+        before = service.flow.rules_version
+        seen = {before}
+        with path.open("w", encoding="utf-8") as file:
+            file.write(whole[: whole.index("  - id: complaint_recovery\n")])
+            file.flush()
+            for _ in range(10):  # the writer stalls for 0.5 s with half the file on disk
+                seen.add(service.flow.rules_version)
+                time.sleep(0.05)
+            file.write(whole[whole.index("  - id: complaint_recovery\n") :])
+        _wait_for(lambda: service.flow.rules_version != before)
+        assert seen == {before}
+        assert service.rules_watcher.reloads == 1
+        assert {"complaint_recovery", "complaint_recovery_valuable"} <= set(service.flow.strategy.rules.rule_ids)

@@ -1,0 +1,162 @@
+"""Rule deployments go live only whole: a file caught half-written, a change made while it is read, a directory
+swapped by a symbolic link; a bad catalogue is refused with its file and field named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from decision.catalogue import DEFAULT_CATALOGUE_PATH, Catalogue, CatalogueError
+from decision.scoring import LightGBMScorer
+from decision.strategy import RuleFiles, Strategy, StrategyWatcher, load_strategy
+from features.schema import FeatureSchema
+from rules.engine import DEFAULT_POLICY_DIR
+
+SCHEMA = FeatureSchema.load()
+MESSAGES = DEFAULT_POLICY_DIR.parent / "messages.yaml"
+RECOVERY = "service_recovery.yaml"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _copy_rules(root: Path, name: str = "policies") -> RuleFiles:
+    shutil.copytree(DEFAULT_POLICY_DIR, root / name)
+    if not (root / "actions.yaml").exists():
+        shutil.copy(DEFAULT_CATALOGUE_PATH, root / "actions.yaml")
+        shutil.copy(MESSAGES, root / "messages.yaml")
+    return RuleFiles(root / name, root / "actions.yaml", root / "messages.yaml")
+
+
+@pytest.fixture()
+def watched(tmp_path: Path, demo_model_dir: Path):
+    files = _copy_rules(tmp_path)
+    live: list[Strategy] = [load_strategy(files, SCHEMA, LightGBMScorer(demo_model_dir, SCHEMA))]
+    clock = Clock()
+    watcher = StrategyWatcher(files, SCHEMA, lambda: live[-1], live.append, interval_s=0, settle_s=1.0, clock=clock)
+    return files, live, watcher, clock
+
+
+def _rule_ids(strategy: Strategy) -> set[str]:
+    return set(strategy.rules.rule_ids)
+
+
+def test_a_rule_file_caught_half_written_never_goes_live(watched) -> None:
+    files, live, watcher, clock = watched
+    path = Path(files.policy_dir) / RECOVERY
+    whole = path.read_text("utf-8")
+    # Cut where it still parses and compiles: the complaint rules are missing, nothing says so.
+    half = whole[: whole.index("  - id: complaint_recovery\n")]
+    path.write_text(half, "utf-8")
+    assert not watcher.check_rules()  # seen, not settled
+    clock.now += 0.5
+    path.write_text(whole.replace("Service recovery", "Service recovery (v2)", 1), "utf-8")
+    assert not watcher.check_rules()  # changed again: the wait starts over
+    clock.now += 0.9
+    assert not watcher.check_rules()
+    assert len(live) == 1
+    clock.now += 0.2
+    assert watcher.check_rules()
+    assert len(live) == 2 and {"complaint_recovery", "complaint_recovery_valuable"} <= _rule_ids(live[-1])
+
+
+def test_without_a_settle_time_the_half_written_file_would_have_gone_live(watched) -> None:
+    """The same half file the test above keeps out does compile: the settle time is what keeps it out."""
+    files, live, watcher, clock = watched
+    path = Path(files.policy_dir) / RECOVERY
+    whole = path.read_text("utf-8")
+    path.write_text(whole[: whole.index("  - id: complaint_recovery\n")], "utf-8")
+    watcher.settle_s = 0.0
+    assert watcher.check_rules()
+    assert "complaint_recovery" not in _rule_ids(live[-1])
+
+
+def test_a_change_made_while_the_files_are_read_is_read_again(watched, monkeypatch: pytest.MonkeyPatch) -> None:
+    files, live, watcher, clock = watched
+    path = Path(files.policy_dir) / RECOVERY
+    path.write_text(path.read_text("utf-8").replace("Service recovery", "Service recovery (v2)", 1), "utf-8")
+    assert not watcher.check_rules()
+    clock.now += 2.0
+
+    import decision.strategy as strategy_module
+
+    real_load = strategy_module.load_strategy
+
+    def load_while_a_file_changes(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        with (Path(files.policy_dir) / "care.yaml").open("a", encoding="utf-8") as care:
+            care.write("# touched during the read\n")
+        return loaded
+
+    monkeypatch.setattr(strategy_module, "load_strategy", load_while_a_file_changes)
+    assert not watcher.check_rules()
+    assert len(live) == 1
+    monkeypatch.setattr(strategy_module, "load_strategy", real_load)
+    clock.now += 2.0
+    assert not watcher.check_rules()  # the second change is new: it settles first
+    clock.now += 2.0
+    assert watcher.check_rules()
+    assert len(live) == 2
+
+
+def test_a_policy_directory_swapped_by_a_symbolic_link_goes_live(tmp_path: Path, demo_model_dir: Path) -> None:
+    first = _copy_rules(tmp_path, "release-1")
+    second = _copy_rules(tmp_path, "release-2")
+    (Path(second.policy_dir) / "care.yaml").unlink()
+    current = tmp_path / "current"
+    current.symlink_to(first.policy_dir)
+    files = RuleFiles(current, first.catalogue_path, first.messages_path)
+    live = [load_strategy(files, SCHEMA, LightGBMScorer(demo_model_dir, SCHEMA))]
+    clock = Clock()
+    watcher = StrategyWatcher(files, SCHEMA, lambda: live[-1], live.append, interval_s=0, settle_s=1.0, clock=clock)
+    swap = tmp_path / "current.new"
+    swap.symlink_to(second.policy_dir)
+    swap.replace(current)  # rename(2): the link points at the new release at once
+    assert not watcher.check_rules()
+    clock.now += 1.5
+    assert watcher.check_rules()
+    assert live[-1].rules_version != live[0].rules_version
+    care = {"card_renewal_reminder"}
+    assert care <= _rule_ids(live[0]) and not care & _rule_ids(live[-1])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda text: text[: len(text) // 2], "actions.yaml: not valid YAML: "),
+        (
+            lambda text: text.replace("capacity: {per: flight, units: 2}", "capacity: {per: flight, units: 2", 1),
+            "actions.yaml: not valid YAML: expected ',' or '}', but got ':' at line",
+        ),
+        (
+            lambda text: text.replace("units: 2", "units: two", 1),
+            "actions.yaml: action 'upgrade_first_class': capacity needs 'per' (a context key) and 'units'",
+        ),
+        (
+            lambda text: text.replace("units: 2", "units: -1", 1),
+            "actions.yaml: action 'upgrade_first_class': capacity.units must be a whole number >= 0, got -1",
+        ),
+        (
+            lambda text: text.replace("default_max_actions: 3", "default_max_actions: lots", 1),
+            "actions.yaml: default_max_actions must be a whole number 1-20, got 'lots'",
+        ),
+        (
+            lambda text: text.replace("currency: EUR", "currency: 12", 1),
+            "actions.yaml: currency must be a three-letter code (EUR), got 12",
+        ),
+    ],
+)
+def test_a_bad_catalogue_names_its_file_and_field(tmp_path: Path, change, expected: str) -> None:
+    path = tmp_path / "actions.yaml"
+    path.write_text(change(DEFAULT_CATALOGUE_PATH.read_text("utf-8")), "utf-8")
+    with pytest.raises(CatalogueError) as refused:
+        Catalogue.load(path)
+    assert str(refused.value).startswith(expected)
+    assert str(tmp_path) not in str(refused.value)  # the file's name, not this machine's path
