@@ -23,6 +23,12 @@ class NotFound(DecisionError):
     status = grpc.StatusCode.NOT_FOUND
 
 
+class FailedPrecondition(DecisionError):
+    """The request contradicts what is already stored (an outcome once final); retrying it cannot succeed."""
+
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class Unavailable(DecisionError):
     """A dependency failed and nothing was stored: the caller should retry."""
 

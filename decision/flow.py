@@ -31,7 +31,7 @@ from decision.domain import (
     RankedAction,
 )
 from decision.eligibility import Eligible
-from decision.errors import InvalidArgument, NotFound, Unavailable
+from decision.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from decision.explanation import Narrator
 from decision.exploration import explore
 from decision.scoring import Scorer
@@ -40,6 +40,7 @@ from decision.side_effects import (
     DecisionLog,
     DecisionLogUnavailable,
     DecisionNotFound,
+    OutcomeAlreadyFinal,
     decision_from_json,
 )
 from decision.strategy import Strategy
@@ -186,6 +187,11 @@ class DecisionFlow:
             )
         try:
             return self.decision_log.record_outcome(decision, action_id, outcome, self.clock())
+        except OutcomeAlreadyFinal as exc:
+            raise FailedPrecondition(
+                f"outcome: decision {decision_id} action {action_id} already has {exc.stored.name} recorded; "
+                "an outcome once accepted or declined cannot change"
+            ) from None
         except DecisionNotFound:
             raise NotFound(f"decision_id: no decision {decision_id!r} (unknown or expired)") from None
         except DecisionLogUnavailable as exc:

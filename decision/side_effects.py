@@ -18,7 +18,10 @@ replayed and the models retrained on what the service saw.
 Key layout (prefix "nba:" by default):
   decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
   capacity:{action_id}:{pool}       units left in a pool (e.g. a flight); created from the catalogue on first use
-  outcome:{decision_id}:{action_id} the outcome's stream id, so a retried outcome is not stored twice
+  outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
+                                    duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or
+                                    DECLINED (a new stream entry, with a "supersedes" field); ACCEPTED and
+                                    DECLINED are final. A bare stream id (written before) answers duplicate.
   contact:{customer_id}             the contact history contact policies count: offers made and follow-ups
                                     sent (written with the decision), declines (written with the outcome)
   log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
@@ -75,6 +78,14 @@ class DecisionNotFound(LookupError):
     pass
 
 
+class OutcomeAlreadyFinal(RuntimeError):
+    """The decision's action already has a final outcome (ACCEPTED or DECLINED) other than the one recorded."""
+
+    def __init__(self, stored: Outcome) -> None:
+        super().__init__(stored.name)
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class CapacityClaim:
     """Take one unit of ``action_id`` from ``pool`` (a flight), which starts with ``units`` when first used."""
@@ -119,7 +130,9 @@ class DecisionLog(abc.ABC):
 
     @abc.abstractmethod
     def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
-        """Append the outcome (once per decision and action); raise DecisionLogUnavailable when not stored."""
+        """Append the outcome once per decision and action: the same outcome again is a duplicate; IGNORED may be
+        superseded by ACCEPTED or DECLINED; a change of ACCEPTED or DECLINED raises OutcomeAlreadyFinal. Raise
+        DecisionLogUnavailable when not stored."""
 
 
 _COMMIT = """
@@ -164,11 +177,21 @@ return {1}
 _OUTCOME = """
 -- KEYS: decision, outcome marker, outcomes stream, contact history
 -- ARGV: ttl, outcome name, at (epoch s), history seconds, contact member of a decline, n fields, fields...
+-- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
+--          {1, id} stored.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local fields = {unpack(ARGV, 7, 6 + tonumber(ARGV[6]))}
 local previous = redis.call('GET', KEYS[2])
-if previous then return {0, previous} end
-local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 7, 6 + tonumber(ARGV[6])))
-redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+if previous then
+  local stored, id = string.match(previous, '^(%u+)|(.+)$')
+  if not stored then return {0, previous} end  -- a bare stream id (from before): a duplicate, as then
+  if stored == ARGV[2] then return {0, id} end
+  if stored ~= 'IGNORED' then return {2, stored} end
+  fields[#fields + 1] = 'supersedes'
+  fields[#fields + 1] = stored
+end
+local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
+redis.call('SET', KEYS[2], ARGV[2] .. '|' .. id, 'EX', ARGV[1])
 if ARGV[2] == 'DECLINED' then
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
@@ -389,6 +412,8 @@ class RedisDecisionLog(DecisionLog):
             raise DecisionLogUnavailable(f"outcome not stored: {exc}") from exc
         if int(reply[0]) == -1:
             raise DecisionNotFound(decision.decision_id)
+        if int(reply[0]) == 2:
+            raise OutcomeAlreadyFinal(Outcome[str(reply[1])])
         return OutcomeReceipt(outcome_id=str(reply[1]), duplicate=int(reply[0]) == 0)
 
 
@@ -441,13 +466,17 @@ class MemoryDecisionLog(DecisionLog):
 
     def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
         with self._lock:
-            duplicate = any(d == decision.decision_id and a == action_id for d, a, _ in self.outcomes)
+            stored = [o for d, a, o in self.outcomes if d == decision.decision_id and a == action_id]
+            duplicate = bool(stored) and stored[-1] is outcome
+            if stored and not duplicate and stored[-1] is not Outcome.IGNORED:
+                raise OutcomeAlreadyFinal(stored[-1])
             if not duplicate:
                 self.outcomes.append((decision.decision_id, action_id, outcome))
+            entry = len(stored) if duplicate else len(stored) + 1
         if outcome is Outcome.DECLINED and not duplicate and self.store is not None:
             declined = Contact("declined", action_id, decision.touchpoint.name, at)
             self.store.record_contacts(decision.customer_id, [declined], decision.decision_id)
-        return OutcomeReceipt(outcome_id=f"{decision.decision_id}:{action_id}", duplicate=duplicate)
+        return OutcomeReceipt(outcome_id=f"{decision.decision_id}:{action_id}:{entry}", duplicate=duplicate)
 
 
 class BackgroundWriter:

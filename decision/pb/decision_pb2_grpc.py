@@ -60,7 +60,9 @@ class DecisionServiceServicer:
 
     def RecordOutcome(self, request, context):
         """Record what the customer did with an action of an earlier decision.
-        Acknowledged only once stored; fails with UNAVAILABLE (retry) when it cannot be stored.
+        Acknowledged only once stored; fails with UNAVAILABLE (retry) when it cannot be stored. The same outcome again
+        is a duplicate; IGNORED may later become ACCEPTED or DECLINED; ACCEPTED and DECLINED are final, and a
+        different outcome afterwards fails with FAILED_PRECONDITION naming the stored one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -256,6 +256,16 @@ def test_an_outcome_recorded_over_http_is_in_the_outcome_log_once(base, redis_cl
     assert logged[0]["touchpoint"] == "BRANCH_TELLER"
 
 
+def test_a_final_outcome_changed_over_http_is_refused_with_409(base):
+    status, _, decision = http(f"{base}/v1/decide", TELLER_REQUEST)
+    assert status == 200
+    assert http(f"{base}/v1/outcomes", accepted(decision))[0] == 200
+    status, _, refused = http(f"{base}/v1/outcomes", {**accepted(decision), "outcome": "DECLINED"})
+    assert status == 409
+    assert refused["error"]["status"] == "FAILED_PRECONDITION" and refused["error"]["field"] == "outcome"
+    assert "already has ACCEPTED recorded" in refused["error"]["message"]
+
+
 # -- the OpenAPI document -----------------------------------------------------------------------------------
 
 

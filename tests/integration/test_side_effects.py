@@ -214,3 +214,51 @@ def test_a_spool_replayed_twice_logs_each_decision_once(stub, service, redis_cli
     assert all(entries.count(f"spooled-{i}") == 1 for i in ids)
     assert all(logged(redis_client, f"spooled-{i}") for i in ids)
     assert again.read_bytes() == b"" and first.read_bytes() == b""
+
+
+def test_an_ignored_offer_accepted_later_is_recorded_and_a_final_outcome_never_changes(stub, redis_client):
+    reply = stub.Decide(
+        pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.CHECKIN_AGENT, context={"flight": fresh_flight()}),
+        timeout=5,
+    )
+    action = reply.actions[0].action_id
+
+    def record(outcome: int) -> pb.RecordOutcomeResponse:
+        request = pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action, outcome=outcome)
+        return stub.RecordOutcome(request, timeout=5)
+
+    ignored = record(pb.IGNORED)
+    assert record(pb.IGNORED) == pb.RecordOutcomeResponse(outcome_id=ignored.outcome_id, duplicate=True)
+    accepted = record(pb.ACCEPTED)  # the customer came back to it
+    assert not accepted.duplicate and accepted.outcome_id != ignored.outcome_id
+    assert record(pb.ACCEPTED) == pb.RecordOutcomeResponse(outcome_id=accepted.outcome_id, duplicate=True)
+    for changed in (pb.DECLINED, pb.IGNORED):
+        with pytest.raises(grpc.RpcError) as caught:
+            record(changed)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.details() == (
+            f"outcome: decision {reply.decision_id} action {action} already has ACCEPTED recorded; "
+            "an outcome once accepted or declined cannot change"
+        )
+    entries = [f for _, f in redis_client.xrange("nba:log:outcomes") if f["decision_id"] == reply.decision_id]
+    assert [(e["outcome"], e.get("supersedes")) for e in entries] == [("IGNORED", None), ("ACCEPTED", "IGNORED")]
+
+
+def test_an_ignored_offer_declined_later_counts_as_a_decline(stub, service, redis_client):
+    reply = stub.Decide(
+        pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.CHECKIN_AGENT, context={"flight": fresh_flight()}),
+        timeout=5,
+    )
+    action = reply.actions[0].action_id
+    for outcome in (pb.IGNORED, pb.DECLINED):
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action, outcome=outcome), timeout=5
+        )
+    history = redis_client.zrange("nba:contact:demo-italian", 0, -1)
+    assert f"declined|{action}|CHECKIN_AGENT|{reply.decision_id}" in history
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RecordOutcome(
+            pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action, outcome=pb.ACCEPTED), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already has DECLINED recorded" in caught.value.details()
