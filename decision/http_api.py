@@ -85,15 +85,18 @@ def error_response(status: grpc.StatusCode, message: str) -> JSONResponse:
 def message_from_json(body: bytes, message_type: type[M]) -> M:
     """The proto message of a JSON body. Whatever cannot be read is refused with the field named, as gRPC does."""
     descriptor = message_type.DESCRIPTOR
+    # surrogateescape keeps invalid UTF-8 readable, so the field holding it can be named below.
+    text = body.decode("utf-8", errors="surrogateescape")
     try:
-        # surrogateescape keeps invalid UTF-8 readable, so the field holding it can be named below.
-        data = json.loads(body.decode("utf-8", errors="surrogateescape"))
+        data = json.loads(text)
+    except RecursionError:
+        raise InvalidArgument(_too_deep(text, descriptor)) from None
     except ValueError as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+        raise InvalidArgument(f"the request body is not valid JSON: {_cut(str(exc))}") from None
     if not isinstance(data, dict):
         raise InvalidArgument(f"the request body must be a JSON object (an {descriptor.full_name})")
-    if bad_text := _invalid_text(data, descriptor):
-        raise InvalidArgument(f"{bad_text}: must be valid UTF-8 text")
+    if unreadable_text := _invalid_text(data, descriptor):
+        raise InvalidArgument(unreadable_text)
     for field in descriptor.fields:
         value = data.get(field.json_name, data.get(field.name))
         if field.enum_type is not None and isinstance(value, str):
@@ -102,23 +105,34 @@ def message_from_json(body: bytes, message_type: type[M]) -> M:
         return json_format.ParseDict(data, message_type(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise InvalidArgument(_unreadable(exc, descriptor, data)) from None
+    except RecursionError:  # a value nested deep, but not so deep that the JSON reader refused it
+        raise InvalidArgument(_too_deep(text, descriptor)) from None
+
+
+def _field(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
+    """The field a JSON key names (its JSON or its proto name); a key that is not UTF-8 names none."""
+    if not _is_utf8(key):
+        return None  # protobuf's lookups raise SystemError on lone surrogates
+    return descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
 
 
 def _invalid_text(data: dict[str, Any], descriptor: Descriptor) -> str | None:
-    """The first string field holding text that is not UTF-8 (``customer_id``, ``context[flight]``), else None."""
+    """Why the text of a key or string field is not UTF-8 (``customer_id``, ``context[flight]``), else None."""
     for key, value in data.items():
-        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if not _is_utf8(key):
+            return f"the request body: key {validation.shown(key)} must be valid UTF-8 text"
+        field = _field(descriptor, key)
         if field is None:
             continue
-        if not isinstance(value, dict):
-            if isinstance(value, str) and not _is_utf8(value):
-                return field.name
+        if isinstance(value, str) and not _is_utf8(value):
+            return f"{field.name}: must be valid UTF-8 text"
+        if not isinstance(value, dict) or not _is_map(field):
             continue
         for entry, text in value.items():
             if not _is_utf8(entry):
-                return f"{field.name} (a key)"  # as gRPC names it; the key itself cannot be shown
+                return f"{field.name} (a key): must be valid UTF-8 text"  # as gRPC names it
             if isinstance(text, str) and not _is_utf8(text):
-                return f"{field.name}[{entry}]"
+                return f"{validation.entry_name(field.name, entry)}: must be valid UTF-8 text"
     return None
 
 
@@ -130,24 +144,70 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+# A JSON string (escapes included) or a bracket: enough to follow the nesting without parsing the values.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep(text: str, descriptor: Descriptor) -> str:
+    """The refusal of a body nested deeper than the JSON reader goes, naming the top-level field that does it."""
+    depth, last_string, key = 0, None, None
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket[0] == '"':
+            last_string = bracket
+        elif bracket in "[{":
+            if depth == 1:
+                key = last_string  # a value inside the top-level object follows its key
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                break
+        else:
+            depth -= 1
+    deep = f"nests arrays or objects more than {MAX_JSON_DEPTH} levels deep"
+    name = _json_string(key) if key is not None else None
+    field = _field(descriptor, name) if name is not None else None
+    if field is not None:
+        return f"{field.name}: must be {_expected(field)}; got a value that {deep}"
+    where = f" (under the key {validation.shown(name)})" if name is not None else ""
+    return f"the request body {deep}{where}"
+
+
+def _json_string(token: str) -> str | None:
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _expected(field: FieldDescriptor) -> str:
+    if _is_map(field):
+        return "an object of text values"
+    if field.is_repeated:
+        return "a list"
+    return _EXPECTED.get(field.type, "a value of its type")
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _unreadable(exc: json_format.ParseError, descriptor: Descriptor, data: dict[str, Any]) -> str:
     found = _PARSE_ERROR.match(str(exc))
-    field = None
-    if found:
-        key = found.group(1)
-        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+    field = _field(descriptor, found.group(1)) if found else None
     if field is None:
-        return f"the request is not a valid {descriptor.full_name}: {exc}"
+        return f"the request is not a valid {descriptor.full_name}: {_cut(str(exc))}"
     value = data.get(field.json_name, data.get(field.name))
-    shown = json.dumps(value, ensure_ascii=False)
-    shown = shown if len(shown) <= 40 else shown[:40] + "..."
-    if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        expected = "an object of text values"
-    elif field.is_repeated:
-        expected = "a list"
-    else:
-        expected = _EXPECTED.get(field.type, "a value of its type")
-    return f"{field.name}: must be {expected}; got {shown}"
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        shown = "a value that cannot be shown"
+    return f"{field.name}: must be {_expected(field)}; got {_cut(shown, 40)}"
 
 
 class HttpApi:

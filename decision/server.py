@@ -26,7 +26,7 @@ from decision.domain import Decision, DecisionRequest
 from decision.errors import DecisionError
 from decision.flow import DecisionFlow
 from decision.pb import decision_pb2 as pb
-from decision.wire_format import invalid_utf8_field
+from decision.wire_format import unreadable_field
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -45,13 +45,20 @@ def _lenient(message_type: Any) -> Callable[[bytes], Any]:
     """A deserializer that hands unreadable requests to the handler, which then names the bad field."""
 
     def parse(data: bytes) -> Any:
+        # Nothing may escape a deserializer: gRPC would answer INTERNAL and log two tracebacks per request.
         try:
             return message_type.FromString(data)
         except DecodeError:
-            field = invalid_utf8_field(data, message_type.DESCRIPTOR)
-            if field:
-                return Unreadable(f"{field}: must be valid UTF-8 text")
-            return Unreadable(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message")
+            pass
+        try:
+            found = unreadable_field(data, message_type.DESCRIPTOR)
+        except Exception:
+            log.exception("finding the culprit in an unreadable %s failed", message_type.DESCRIPTOR.full_name)
+            found = None
+        if found is not None and found.field:
+            return Unreadable(f"{found.field}: {found.problem}")
+        problem = found.problem if found is not None else "protobuf cannot read it"
+        return Unreadable(f"the request is not a valid {message_type.DESCRIPTOR.full_name} message: {problem}")
 
     return parse
 
@@ -100,7 +107,7 @@ class DecisionApi:
     def record_outcome(self, request: pb.RecordOutcomeRequest) -> pb.RecordOutcomeResponse:
         receipt = self.flow.record_outcome(
             validation.decision_id(request.decision_id),
-            request.action_id,
+            validation.action_id(request.action_id),
             validation.outcome(request.outcome),
         )
         return pb.RecordOutcomeResponse(outcome_id=receipt.outcome_id, duplicate=receipt.duplicate)

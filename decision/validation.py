@@ -14,6 +14,7 @@ CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 DECISION_ID = re.compile(r"[0-9a-f]{32}")
 REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 CONTEXT_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+ACTION_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the catalogue's ids are lower_snake_case
 MAX_CONTEXT_VALUE = 256
 MAX_ACTIONS = 20
 E = TypeVar("E", bound=enum.IntEnum)
@@ -23,6 +24,16 @@ def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...") + (
         f" ({len(value)} characters)" if len(value) > limit else ""
     )
+
+
+def shown(value: str) -> str:
+    """Caller text as an error message quotes it: in quotes, cut short after 40 characters."""
+    return _shown(value)
+
+
+def entry_name(field: str, key: str, limit: int = 40) -> str:
+    """How a message names one entry of a map field, ``context[flight]``; a long key is cut short."""
+    return f"{field}[{key if len(key) <= limit else key[:limit] + '...'}]"
 
 
 def customer_id(value: str) -> str:
@@ -79,6 +90,15 @@ def max_actions(value: int, default: int) -> int:
 def decision_id(value: str) -> str:
     if not DECISION_ID.fullmatch(value):
         raise InvalidArgument("decision_id: must be the 32 hexadecimal characters of a decision; got " + _shown(value))
+    return value
+
+
+def action_id(value: str) -> str:
+    if not ACTION_ID.fullmatch(value):
+        raise InvalidArgument(
+            "action_id: must be 1-64 characters of letters, digits and _ . -, one of the decision's actions; got "
+            + _shown(value)
+        )
     return value
 
 
