@@ -84,6 +84,8 @@ def decision_log(
         key_prefix=config.key_prefix,
         spool_path=spool_path(settings.data_dir, worker),
         breaker=breaker,
+        spool_fsync=settings.redis_fsync,
+        spool_max_bytes=int(settings.spool_max_mb * (1 << 20)),
     )
 
 

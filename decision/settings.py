@@ -49,9 +49,13 @@ class Settings(BaseSettings):
     """After a Redis failure, decide without Redis for this long before trying it again (no per-call waits)."""
 
     redis_fsync: Literal["everysec", "always"] = "everysec"
-    """Embedded Redis only: "always" puts every write on disk before Redis acknowledges it (no acknowledged
-    outcome lost even on power loss, at the cost of a disk flush per write); "everysec" may lose the last
+    """The embedded Redis and the spool files: "always" puts every write on disk before it is acknowledged (no
+    acknowledged outcome lost even on power loss, at the cost of a disk flush per write); "everysec" may lose the last
     second on power loss, never on a crash of the service or of Redis itself."""
+
+    spool_max_mb: float = Field(256.0, gt=0)
+    """Largest size of a server process's spool file (decisions kept on local disk while Redis is down, ~5 KB
+    each). A decision that does not fit is not logged: it is counted and logged as an error."""
 
     data_dir: Path = Path(".nba-data")
     """Where the embedded Redis keeps its data (append-only file) and the demo model lives."""

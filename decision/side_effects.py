@@ -33,6 +33,7 @@ import abc
 import dataclasses
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -241,6 +242,8 @@ class RedisDecisionLog(DecisionLog):
         key_prefix: str = "nba:",
         spool_path: Path | None = None,
         breaker: CircuitBreaker | None = None,
+        spool_fsync: str = "everysec",
+        spool_max_bytes: int = 256 << 20,
     ) -> None:
         self.client = client
         self.ttl_s = ttl_s
@@ -253,7 +256,7 @@ class RedisDecisionLog(DecisionLog):
         self._commit = client.register_script(_COMMIT)
         self._outcome = client.register_script(_OUTCOME)
         self.round_trip = RoundTrip(client)
-        self.spool = DecisionSpool(spool_path) if spool_path else None
+        self.spool = DecisionSpool(spool_path, spool_fsync, spool_max_bytes) if spool_path else None
         # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
         self.breaker = breaker
         self.writer = BackgroundWriter(self._write_batch)
@@ -352,13 +355,27 @@ class RedisDecisionLog(DecisionLog):
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
             for decision, inputs in batch:
-                self.spool.append(orjson.dumps({"decision": decision, "inputs": inputs}))
+                try:
+                    self.spool.append(orjson.dumps({"decision": decision, "inputs": inputs}))
+                except (SpoolFull, OSError) as exc:
+                    log.error(
+                        "decision %s NOT logged (%d so far): Redis is unavailable and %s",
+                        decision.decision_id,
+                        self.spool.dropped,
+                        exc,
+                    )
 
     def _replay_spool(self) -> None:
-        """Redis answers again: move what was spooled while it was down into the stream."""
-        if self.spool is not None and self.spool.pending:
+        """Redis answers again: move what was spooled while it was down into the stream.
+
+        Never raises: it runs after a commit that succeeded, whose answer must stand whatever the spool holds."""
+        if self.spool is None or not self.spool.pending:
+            return
+        try:
             # The same writes as a batch: an outcome for a spooled decision finds it once it is replayed.
             self.spool.replay(self._store)
+        except Exception:  # the spool stays as it is, for the next replay
+            log.exception("spooled decisions not replayed yet; they stay in %s", self.spool.path.name)
 
     def replay_spool_files(self, data_dir: Path) -> int:
         """Write every spool file under ``data_dir`` to the log: whatever an earlier run left, with however many
@@ -595,36 +612,95 @@ def spool_path(data_dir: Path, worker: int | None = None) -> Path:
     return Path(data_dir) / name
 
 
-class DecisionSpool:
-    """Decisions that could not reach the log while Redis was down, kept in a local file until it is back."""
+class SpoolFull(RuntimeError):
+    """The spool file reached its cap: the decision could not be kept anywhere."""
 
-    def __init__(self, path: Path) -> None:
+
+class DecisionSpool:
+    """Decisions that could not reach the log while Redis was down, kept in a local file until it is back.
+
+    One JSON line per decision. A line cut short (power loss, a full disk mid-append) costs that line only: the
+    next append starts a fresh line, and a replay stores every readable line and keeps the unreadable bytes in
+    ``<spool>.rejected`` beside it, named in the log, instead of failing or dropping them. ``fsync`` follows the
+    embedded Redis's policy: "always" puts each line on disk before the decision is answered, "everysec" at most
+    once a second. The file never grows past ``max_bytes``: a decision that does not fit is refused (SpoolFull),
+    counted in ``dropped`` and logged as an error by the caller.
+    """
+
+    def __init__(self, path: Path, fsync: str = "everysec", max_bytes: int = 256 << 20) -> None:
         self.path = path
+        self.fsync = fsync
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        self._synced_at = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".rejected")
 
     @property
     def pending(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
     def append(self, record: bytes) -> None:
+        """Add one decision's line; raise SpoolFull when the file would pass its cap."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab") as spool:
-                spool.write(record + b"\n")
+            with self.path.open("a+b") as spool:
+                size = spool.seek(0, 2)
+                torn = size > 0 and _last_byte(spool, size) != b"\n"
+                line = (b"\n" if torn else b"") + record + b"\n"
+                if size + len(line) > self.max_bytes:
+                    self.dropped += 1
+                    raise SpoolFull(f"the spool {self.path.name} is full ({self.max_bytes >> 20} MB)")
+                spool.write(line)
+                spool.flush()
+                now = time.monotonic()
+                if self.fsync == "always" or now - self._synced_at >= 1.0:
+                    os.fsync(spool.fileno())
+                    self._synced_at = now
 
     def replay(self, store: Callable[[Sequence[tuple[Decision, Inputs]]], None], chunk: int = 256) -> int:
         """Write spooled decisions with ``store``, ``chunk`` at a time; the file is emptied only once every entry
         is in. A replay cut short is repeated whole next time, which stores nothing twice: the log skips a
-        decision whose key exists."""
+        decision whose key exists. Unreadable lines go to ``rejected_path``; returns the decisions stored."""
         with self._lock:
             if not self.pending:
                 return 0
-            lines = [orjson.loads(line) for line in self.path.read_bytes().splitlines() if line.strip()]
-            batch = [(decision_from_json(orjson.dumps(line["decision"])), line["inputs"]) for line in lines]
+            batch: list[tuple[Decision, Inputs]] = []
+            rejected: list[bytes] = []
+            for line in self.path.read_bytes().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    entry = orjson.loads(line)
+                    batch.append((decision_from_json(orjson.dumps(entry["decision"])), entry["inputs"]))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    rejected.append(line)
             for start in range(0, len(batch), chunk):
                 store(batch[start : start + chunk])
+            if rejected:
+                with self.rejected_path.open("ab") as kept:
+                    kept.write(b"".join(line + b"\n" for line in rejected))
+                    kept.flush()
+                    os.fsync(kept.fileno())
+                log.warning(
+                    "%s: %d unreadable line(s) (cut short by a crash or a full disk) kept in %s; %d decisions replayed",
+                    self.path.name,
+                    len(rejected),
+                    self.rejected_path.name,
+                    len(batch),
+                )
             self.path.write_bytes(b"")
-            return len(lines)
+            return len(batch)
+
+
+def _last_byte(file: Any, size: int) -> bytes:
+    file.seek(size - 1)
+    last = file.read(1)
+    file.seek(0, 2)
+    return bytes(last)
 
 
 def decision_from_json(data: bytes | str) -> Decision:
