@@ -38,10 +38,12 @@ class CatalogueError(ValueError):
 
 @dataclass(frozen=True)
 class Capacity:
-    """Limited stock: ``units`` per pool, the pool named by the request context key ``per`` (e.g. a flight)."""
+    """Limited stock: ``units`` per pool, the pool named by the request context key ``per`` (e.g. a flight) and
+    the day in the context key ``date`` (the decision's day when the context has none)."""
 
     per: str
     units: int
+    date: str = "flight_date"
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,10 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
     if spec.get("capacity") is not None:
         cap = spec["capacity"]
         if not isinstance(cap, dict) or "per" not in cap or int(cap.get("units", -1)) < 0:
-            raise CatalogueError(f"{where}: capacity needs 'per' (a context key) and 'units' (>= 0)")
-        capacity = Capacity(per=str(cap["per"]), units=int(cap["units"]))
+            raise CatalogueError(
+                f"{where}: capacity needs 'per' (a context key) and 'units' (>= 0), and may name 'date' (a context key)"
+            )
+        capacity = Capacity(per=str(cap["per"]), units=int(cap["units"]), date=str(cap.get("date", "flight_date")))
     return Action(
         action_id=action_id,
         kind=kind,
