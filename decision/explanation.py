@@ -36,8 +36,9 @@ class TemplateFields(dict[str, str]):
     What a field holds, in order, each later stage replacing an earlier one's field of the same name: the
     features by name, shown in the language (not the sensitive ones where the customer reads the text);
     ``greeting_name``, ``incident_flight``, ``problem``, ``application``; the request context's declared keys
-    with valid values (see Narrator.template_values), for names not taken yet; ``incident``, ``complaint``; ``channel``. The greeting name and the incident and complaint texts
-    are rendered from the fields of the stages before theirs.
+    with valid values (see Narrator.template_values), for names not taken yet; ``incident``, ``complaint``;
+    ``channel``. The greeting name and the incident and complaint texts are rendered from the fields of the
+    stages before theirs.
     """
 
     def __init__(

@@ -181,9 +181,7 @@ class FeatureSchema:
                 )
             )
         context = _context_keys(path, document.get("context") or {})
-        return cls(
-            features=tuple(features), version=hashlib.sha256(text.encode()).hexdigest()[:12], context=context
-        )
+        return cls(features=tuple(features), version=hashlib.sha256(text.encode()).hexdigest()[:12], context=context)
 
     @property
     def model_feature_names(self) -> list[str]:

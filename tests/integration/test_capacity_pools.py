@@ -120,7 +120,9 @@ def test_concurrent_check_ins_in_all_spellings_never_oversell(stub, service, red
     spellings = [flight, flight.lower(), f"{flight} ", f" {flight}"]
 
     def one(i: int) -> pb.DecideResponse:
-        return check_in(stub, passengers[i], (pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR)[i % 3], flight=spellings[i % 4])
+        return check_in(
+            stub, passengers[i], (pb.CHECKIN_KIOSK, pb.CHECKIN_AGENT, pb.IVR)[i % 3], flight=spellings[i % 4]
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         replies = list(pool.map(one, range(len(passengers))))

@@ -57,7 +57,8 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_on
     retries = [stub.Decide(request, timeout=5) for _ in range(3)]
     assert {r.decision_id for r in retries} == {first.decision_id}
     assert all(r == first for r in retries)
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}")) == 1  # 2 seats, one taken
+    pool = f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}"
+    assert int(redis_client.get(pool)) == 1  # 2 seats, one taken
     logged = [
         f for _, f in redis_client.xrevrange("nba:log:decisions", count=1000) if f["request_id"] == request.request_id
     ]
