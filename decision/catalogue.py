@@ -38,10 +38,12 @@ class CatalogueError(ValueError):
 
 @dataclass(frozen=True)
 class Capacity:
-    """Limited stock: ``units`` per pool, the pool named by the request context key ``per`` (e.g. a flight)."""
+    """Limited stock: ``units`` per pool, the pool named by the request context key ``per`` (e.g. a flight) and
+    the day in the context key ``date`` (the decision's day when the context has none)."""
 
     per: str
     units: int
+    date: str = "flight_date"
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,13 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
         cap = spec["capacity"]
         units = cap.get("units") if isinstance(cap, dict) else None
         if not isinstance(cap, dict) or "per" not in cap or isinstance(units, bool) or not isinstance(units, int):
-            raise CatalogueError(f"{where}: capacity needs 'per' (a context key) and 'units' (a whole number >= 0)")
+            raise CatalogueError(
+                f"{where}: capacity needs 'per' (a context key) and 'units' (a whole number >= 0), "
+                "and may name 'date' (a context key)"
+            )
         if units < 0:
             raise CatalogueError(f"{where}: capacity.units must be a whole number >= 0, got {units!r}")
-        capacity = Capacity(per=str(cap["per"]), units=int(cap["units"]))
+        capacity = Capacity(per=str(cap["per"]), units=units, date=str(cap.get("date", "flight_date")))
     return Action(
         action_id=action_id,
         kind=kind,

@@ -35,9 +35,10 @@ class TemplateFields(dict[str, str]):
 
     What a field holds, in order, each later stage replacing an earlier one's field of the same name: the
     features by name, shown in the language (not the sensitive ones where the customer reads the text);
-    ``greeting_name``, ``incident_flight``, ``problem``, ``application``; the request context, for names not
-    taken yet; ``incident``, ``complaint``; ``channel``. The greeting name and the incident and complaint texts
-    are rendered from the fields of the stages before theirs.
+    ``greeting_name``, ``incident_flight``, ``problem``, ``application``; the request context's declared keys
+    with valid values (see Narrator.template_values), for names not taken yet; ``incident``, ``complaint``;
+    ``channel``. The greeting name and the incident and complaint texts are rendered from the fields of the
+    stages before theirs.
     """
 
     def __init__(
@@ -205,13 +206,22 @@ class Narrator:
         """Placeholders every template may use: features by name (sensitive ones blank where the customer reads
         the text), the request context, the greeting name, the incident and complaint, the channel's name.
 
+        Of the request context only the keys the schema declares, with valid values (normalised: " az9 " shows
+        as "AZ9"), are shown: caller text that is not one ("AZ9. Your refund: http://...") or a key the schema
+        does not know renders as nothing, whatever path the request came by.
         Each is worked out when a template first reads it: a decision's texts read a handful of ~40 fields."""
         incidents = self.texts.get("incidents", {})
         incident_type = str(values.get("last_incident_type") or "")
+        declared = self.schema.context
+        shown = {
+            key: normalised
+            for key, raw in context.items()
+            if (spec := declared.get(key)) is not None and (normalised := spec.normalised(raw)) is not None
+        }
         return TemplateFields(
             self,
             values,
-            context,
+            shown,
             language,
             self._shown_features[touchpoint.customer_facing],
             channel,

@@ -49,6 +49,14 @@ from features.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
+# A capacity pool (a flight's upgrade seats on one date) is kept until midnight UTC this many days after its
+# date: the date is the local departure day (it ends by noon UTC the next day anywhere on Earth), and a delayed
+# flight keeps its scheduled date, so a check-in a day or more late still draws from the same pool; a date over
+# a day past is refused for capacity, so a pool is never recreated full after its key expired.
+POOL_KEPT_DAYS = 2
+# How far ahead a pool opens: flights are sold about a year ahead; later dates are no flight's.
+POOL_OPEN_DAYS = 366
+
 
 @dataclass(frozen=True)
 class FlowLimits:
@@ -156,7 +164,12 @@ class DecisionFlow:
                 ranked, freshness, degraded, trace,
             )  # fmt: skip
             # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
-            claims = self._claims(request, ranked)
+            claims, no_pool = self._claims(request, ranked, now)
+            if no_pool:
+                # No flight (or no open date) to take a seat from: never a pool shared by every such call.
+                for reason_code in sorted(set(no_pool.values())):
+                    eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
+                continue
             try:
                 committed = self.decision_log.commit(decision, claims, inputs)
             except DecisionLogUnavailable as exc:
@@ -240,14 +253,43 @@ class DecisionFlow:
         ranking = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
         return ranking[0].action.action_id if ranking else ""
 
-    def _claims(self, request: DecisionRequest, ranked: Sequence[Ranked]) -> list[CapacityClaim]:
-        claims = []
+    def _claims(
+        self, request: DecisionRequest, ranked: Sequence[Ranked], now: float
+    ) -> tuple[list[CapacityClaim], dict[str, str]]:
+        """The capacity the ranked actions take, one unit each for this customer from the pool of their flight
+        (``per``, normalised as the schema declares: " az777" is AZ777) on its date (``date``, else the
+        decision's day), e.g. ``AZ777:2026-12-03``; the pool is kept POOL_KEPT_DAYS after its date. Also the
+        actions that cannot take any, with why: no flight in the context (``capacity_pool_missing``), or a date
+        whose pool is closed (``capacity_pool_closed``: over a day past, or over POOL_OPEN_DAYS ahead)."""
+        claims, no_pool = [], {}
+        today = dt.date.fromtimestamp(now)
         for r in ranked:
             capacity = r.action.capacity
-            if capacity is not None:
-                pool = request.context.get(capacity.per, "")
-                claims.append(CapacityClaim(r.action.action_id, pool, capacity.units))
-        return claims
+            if capacity is None:
+                continue
+            flight = self._context_value(request, capacity.per)
+            day_text = self._context_value(request, capacity.date) if capacity.date in request.context else ""
+            if not flight or day_text is None:
+                no_pool[r.action.action_id] = "capacity_pool_missing"
+                continue
+            day = dt.date.fromisoformat(day_text) if day_text else today
+            if not -1 <= (day - today).days <= POOL_OPEN_DAYS:
+                no_pool[r.action.action_id] = "capacity_pool_closed"
+                continue
+            expires = dt.datetime.combine(day + dt.timedelta(days=POOL_KEPT_DAYS + 1), dt.time(), tzinfo=dt.UTC)
+            pool = f"{flight}:{day.isoformat()}"
+            claims.append(
+                CapacityClaim(r.action.action_id, pool, capacity.units, request.customer_id, int(expires.timestamp()))
+            )
+        return claims, no_pool
+
+    def _context_value(self, request: DecisionRequest, key: str) -> str | None:
+        """A context value as the schema declares it (normalised), None when absent or not valid."""
+        raw = request.context.get(key)
+        spec = self.schema.context.get(key)
+        if raw is None or spec is None:
+            return raw.strip() if raw is not None else None
+        return spec.normalised(raw)
 
     def _explain(
         self,

@@ -97,7 +97,7 @@ class DecisionApi:
         domain_request = DecisionRequest(
             customer_id=validation.customer_id(request.customer_id),
             touchpoint=validation.touchpoint(request.touchpoint),
-            context=validation.context(request.context, self.max_context_entries),
+            context=validation.context(request.context, self.max_context_entries, self.flow.schema.context),
             request_id=validation.request_id(request.request_id),
             max_actions=validation.max_actions(request.max_actions, self.default_max_actions),
             deadline=deadline,

@@ -8,6 +8,12 @@ answered, by one Redis script, atomically: if its decision key exists the earlie
 nothing is taken twice; otherwise the capacity (upgrade seats per flight) is taken, and the decision and its
 follow-ups are stored and appended to Redis Streams. Two check-ins racing for the last seat cannot both get it.
 
+Capacity is one unit per customer per pool: the same script marks the customer as the pool's holder, so a
+second decision for the same passenger and pool (another touchpoint, another request_id) takes no second seat:
+it gets the upgrade the passenger already holds, without decrementing, even once the pool is empty, and is
+logged as any decision is. A pool is a flight on a date (``AZ610:2026-12-03``, see DecisionFlow); its keys
+expire at ``CapacityClaim.expires_at``, so a daily flight number starts full again on each date.
+
 Any other decision is answered first and written a moment later by a background writer, many per round trip,
 so the caller does not wait for the log; until written it is served from memory to a retry and to an outcome.
 While Redis is down, decisions go to a local spool file and are moved to the stream once it is back.
@@ -17,7 +23,9 @@ replayed and the models retrained on what the service saw.
 
 Key layout (prefix "nba:" by default):
   decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
-  capacity:{action_id}:{pool}       units left in a pool (e.g. a flight); created from the catalogue on first use
+  capacity:{action_id}:{pool}       units left in a pool ({flight}:{YYYY-MM-DD}); created from the catalogue on
+                                    first use, expires with the pool (CapacityClaim.expires_at)
+  capacity-holders:{action_id}:{pool}   the customers holding one unit of the pool (a set); expires with it
   outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
                                     duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or
                                     DECLINED (a new stream entry, with a "supersedes" field); ACCEPTED and
@@ -89,11 +97,15 @@ class OutcomeAlreadyFinal(RuntimeError):
 
 @dataclass(frozen=True)
 class CapacityClaim:
-    """Take one unit of ``action_id`` from ``pool`` (a flight), which starts with ``units`` when first used."""
+    """Take one unit of ``action_id`` from ``pool`` (a flight on a date), which starts with ``units`` when first
+    used, for ``holder`` (the customer): a holder already holding one takes none. The pool is forgotten at
+    ``expires_at`` (epoch seconds; 0 = never)."""
 
     action_id: str
     pool: str
     units: int
+    holder: str = ""
+    expires_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,32 +149,47 @@ class DecisionLog(abc.ABC):
 
 
 _COMMIT = """
--- KEYS: decision, decisions stream, follow-ups stream, contact history, capacity keys...
+-- KEYS: decision, decisions stream, follow-ups stream, contact history, then per claim: pool, pool's holders
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
---       capacity default units (one per capacity key), decided at (epoch s), history seconds, contact members...
+--       per claim: default units, expires at (epoch s, 0 = never), holder; then decided at (epoch s),
+--       history seconds, contact members...
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 local n_fields = tonumber(ARGV[3])
 local n_follow = tonumber(ARGV[4 + n_fields])
-local first_units = 5 + n_fields + n_follow
-local n_claims = #KEYS - 4
+local first_claim = 5 + n_fields + n_follow
+local n_claims = (#KEYS - 4) / 2
+local held = {}
 for i = 1, n_claims do
-  local left = redis.call('GET', KEYS[4 + i])
-  if left == false then left = ARGV[first_units + i - 1] end
-  if tonumber(left) <= 0 then return {2, i} end
+  local a = first_claim + 3 * (i - 1)
+  held[i] = redis.call('SISMEMBER', KEYS[4 + 2 * i], ARGV[a + 2]) == 1
+  if not held[i] then
+    local left = redis.call('GET', KEYS[3 + 2 * i])
+    if left == false then left = ARGV[a] end
+    if tonumber(left) <= 0 then return {2, i} end
+  end
 end
 for i = 1, n_claims do
-  if redis.call('EXISTS', KEYS[4 + i]) == 0 then
-    redis.call('SET', KEYS[4 + i], ARGV[first_units + i - 1])
+  local a = first_claim + 3 * (i - 1)
+  local pool, holders = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  if not held[i] then
+    if redis.call('EXISTS', pool) == 0 then
+      redis.call('SET', pool, ARGV[a])
+    end
+    redis.call('DECR', pool)
+    redis.call('SADD', holders, ARGV[a + 2])
+    if tonumber(ARGV[a + 1]) > 0 then
+      redis.call('EXPIREAT', pool, ARGV[a + 1])
+      redis.call('EXPIREAT', holders, ARGV[a + 1])
+    end
   end
-  redis.call('DECR', KEYS[4 + i])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4, 3 + n_fields))
 for i = 1, n_follow do
   redis.call('XADD', KEYS[3], '*', 'follow_up', ARGV[4 + n_fields + i])
 end
-local at_index = first_units + n_claims
+local at_index = first_claim + 3 * n_claims
 local at = tonumber(ARGV[at_index])
 local history = tonumber(ARGV[at_index + 1])
 if #ARGV > at_index + 1 then
@@ -264,6 +291,11 @@ class RedisDecisionLog(DecisionLog):
     def decision_key(self, decision_id: str) -> str:
         return f"{self.prefix}decision:{decision_id}"
 
+    def capacity_keys(self, claim: CapacityClaim) -> tuple[str, str]:
+        """The pool's units left and its holders (see the key layout)."""
+        pool = f"{claim.action_id}:{claim.pool}"
+        return f"{self.prefix}capacity:{pool}", f"{self.prefix}capacity-holders:{pool}"
+
     def pending(self, decision_id: str) -> Decision | None:
         return self.writer.waiting.get(decision_id)
 
@@ -288,7 +320,7 @@ class RedisDecisionLog(DecisionLog):
             self.decisions_stream,
             self.follow_ups_stream,
             self.keys.contacts(decision.customer_id),
-            *[f"{self.prefix}capacity:{c.action_id}:{c.pool}" for c in claims],
+            *[key for c in claims for key in self.capacity_keys(c)],
         ]
         args = [
             record,
@@ -297,7 +329,7 @@ class RedisDecisionLog(DecisionLog):
             *fields,
             len(follow_ups),
             *follow_ups,
-            *[c.units for c in claims],
+            *[arg for c in claims for arg in (c.units, c.expires_at, c.holder)],
             repr(decision.decided_at_ms / 1000.0),
             self.contact_history_s,
             *contact_members(decision),
@@ -437,8 +469,9 @@ class RedisDecisionLog(DecisionLog):
 class MemoryDecisionLog(DecisionLog):
     """The decision log of an offline run (rule scenarios, simulations): decisions, stock and outcomes in memory.
 
-    It keeps the log's contract, capacity included (a flight's seats run out here as they do in Redis), and
-    writes the contact history into the offline store, so contact policies see earlier offline decisions.
+    It keeps the log's contract, capacity included (a flight's seats run out here as they do in Redis, one per
+    customer, and a pool is forgotten at its expiry, by the decision's time), and writes the contact history
+    into the offline store, so contact policies see earlier offline decisions.
     """
 
     def __init__(self, store: MemoryOnlineStore | None = None, capacity_left: Mapping[str, int] | None = None):
@@ -447,6 +480,8 @@ class MemoryDecisionLog(DecisionLog):
         self.outcomes: list[tuple[str, str, Outcome]] = []
         # "action_id" (every pool) or "action_id:pool" -> units left; a pool first used starts full
         self.capacity_left = dict(capacity_left or {})
+        self.holders: dict[str, set[str]] = {}  # "action_id:pool" -> customers holding one unit
+        self._expires_at: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def decision_key(self, decision_id: str) -> str:
@@ -462,14 +497,25 @@ class MemoryDecisionLog(DecisionLog):
         with self._lock:
             if decision.decision_id in self.decisions:
                 return Committed(self.decisions[decision.decision_id], replayed=True)
+            at = decision.decided_at_ms / 1000.0
             left = {}
             for claim in claims:
                 pool = f"{claim.action_id}:{claim.pool}"
+                if 0 < self._expires_at.get(pool, 0) <= at:  # expired, as Redis forgets the pool's keys
+                    self.capacity_left.pop(pool, None)
+                    self.holders.pop(pool, None)
+                if claim.holder and claim.holder in self.holders.get(pool, ()):
+                    continue  # holds a unit already: takes none
                 units = self.capacity_left.get(pool, self.capacity_left.get(claim.action_id, claim.units))
                 if units <= 0:
                     return Committed(decision, sold_out=claim)
                 left[pool] = units - 1
             self.capacity_left.update(left)
+            for claim in claims:
+                pool = f"{claim.action_id}:{claim.pool}"
+                if pool in left:
+                    self.holders.setdefault(pool, set()).add(claim.holder)
+                    self._expires_at[pool] = claim.expires_at
             self.decisions[decision.decision_id] = decision
         if self.store is not None:
             self.store.record_contacts(decision.customer_id, contact_events(decision), decision.decision_id)

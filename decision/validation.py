@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from decision.domain import Outcome, Touchpoint
 from decision.errors import InvalidArgument
+from features.schema import ContextKey
 
 CUSTOMER_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
 DECISION_ID = re.compile(r"[0-9a-f]{32}")
@@ -56,7 +57,11 @@ def touchpoint_name(value: str) -> Touchpoint:
         raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {_shown(value)}") from None
 
 
-def context(value: Mapping[str, str], max_entries: int) -> dict[str, str]:
+def context(
+    value: Mapping[str, str], max_entries: int, declared: Mapping[str, ContextKey] | None = None
+) -> dict[str, str]:
+    """The request context, each ``declared`` key's value normalised (stripped, in its case) and checked against
+    its pattern (features/schema.yaml ``context``); undeclared keys pass as given, for rules and the log."""
     if len(value) > max_entries:
         raise InvalidArgument(f"context: at most {max_entries} entries are accepted; got {len(value)}")
     for key in sorted(value):
@@ -68,7 +73,16 @@ def context(value: Mapping[str, str], max_entries: int) -> dict[str, str]:
             raise InvalidArgument(
                 f"context[{key}]: values are at most {MAX_CONTEXT_VALUE} characters; got {len(value[key])}"
             )
-    return dict(value)
+    checked = dict(value)
+    for key, spec in (declared or {}).items():
+        if key in checked:
+            normalised = spec.normalised(checked[key])
+            if normalised is None:
+                raise InvalidArgument(
+                    f"context[{key}]: must match {spec.pattern.pattern} ({spec.accepted}); got {_shown(checked[key])}"
+                )
+            checked[key] = normalised
+    return checked
 
 
 def request_id(value: str) -> str:

@@ -3,13 +3,20 @@
 The schema turns what the online store holds (strings in a Redis hash) into typed values for the rules and
 into the numeric row the model scores. Timestamp features reach rules and the model as whole days since the
 event, under the name ``<feature>_days``.
+
+The same file declares the request context keys the service knows (``context:``): each with the pattern its
+value must match, so a caller's text reaches a customer-facing text (a letter, a screen) only when it is a
+declared key's valid value. Undeclared keys are still accepted and logged, and rules may read them, but no
+template ever shows them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,34 @@ SECONDS_PER_DAY = 86_400.0
 
 class SchemaError(ValueError):
     """The schema file itself is invalid."""
+
+
+CASES = ("upper", "lower", "as_given")
+
+
+@dataclass(frozen=True)
+class ContextKey:
+    """A request context key the service knows: its value, stripped of surrounding spaces and put in ``case``,
+    must match ``pattern`` whole (and be a real calendar day when ``date``)."""
+
+    name: str
+    pattern: re.Pattern[str]
+    accepted: str  # what an error says is accepted, e.g. "an IATA flight number such as AZ610"
+    case: str = "as_given"
+    date: bool = False
+
+    def normalised(self, raw: str) -> str | None:
+        """The value as the service uses it (pools, rules, texts), or None when it is not a valid one."""
+        value = raw.strip()
+        value = value.upper() if self.case == "upper" else value.lower() if self.case == "lower" else value
+        if not self.pattern.fullmatch(value):
+            return None
+        if self.date:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                return None
+        return value
 
 
 @dataclass(frozen=True)
@@ -94,6 +129,8 @@ class FeatureSchema:
 
     features: tuple[Feature, ...]
     version: str
+    # The request context keys the service knows, by name (see the module docstring).
+    context: Mapping[str, ContextKey] = field(default_factory=dict)
     by_name: Mapping[str, Feature] = field(init=False, repr=False)
     model_features: tuple[Feature, ...] = field(init=False, repr=False)
 
@@ -143,7 +180,8 @@ class FeatureSchema:
                     sensitive=bool(spec.get("sensitive", False)),
                 )
             )
-        return cls(features=tuple(features), version=hashlib.sha256(text.encode()).hexdigest()[:12])
+        context = _context_keys(path, document.get("context") or {})
+        return cls(features=tuple(features), version=hashlib.sha256(text.encode()).hexdigest()[:12], context=context)
 
     @property
     def model_feature_names(self) -> list[str]:
@@ -214,3 +252,22 @@ class FeatureSchema:
             if feature is not None and feature.type != "timestamp":
                 return None
         return feature
+
+
+def _context_keys(path: Path, section: Any) -> dict[str, ContextKey]:
+    if not isinstance(section, dict):
+        raise SchemaError(f"{path.name}: context: expected a mapping of context keys")
+    keys = {}
+    for name, spec in section.items():
+        where = f"{path.name}: context key {name!r}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("pattern"), str) or not spec.get("accepted"):
+            raise SchemaError(f"{where}: needs 'pattern' (a regular expression) and 'accepted' (what it allows)")
+        case = spec.get("case", "as_given")
+        if case not in CASES:
+            raise SchemaError(f"{where}: case {case!r} is not one of {', '.join(CASES)}")
+        try:
+            pattern = re.compile(spec["pattern"])
+        except re.error as error:
+            raise SchemaError(f"{where}: pattern is not a regular expression: {error}") from None
+        keys[str(name)] = ContextKey(str(name), pattern, str(spec["accepted"]), case, bool(spec.get("date", False)))
+    return keys

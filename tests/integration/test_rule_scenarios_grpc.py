@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import orjson
@@ -45,7 +46,8 @@ def given_in_redis(scenario: Scenario, service: Service, client: redis.Redis) ->
     store.record_contacts(scenario.customer_id, scenario.contact_history(now))
     for action in service.flow.catalogue.actions.values():  # stock: full, unless the scenario says otherwise
         if action.capacity is not None and action.capacity.per in scenario.context:
-            key = f"nba:capacity:{action.action_id}:{scenario.context[action.capacity.per]}"
+            flight = scenario.context[action.capacity.per].strip().upper()
+            key = f"nba:capacity:{action.action_id}:{flight}:{dt.date.today().isoformat()}"
             client.set(key, scenario.capacity_left.get(action.action_id, action.capacity.units))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 
@@ -27,7 +28,8 @@ def decide(stub: pb_grpc.DecisionServiceStub, customer: str, touchpoint: int, **
 
 def fresh_flight() -> str:
     """Each test uses its own flight, so upgrade seats taken by one test never affect another."""
-    return f"AZ{uuid.uuid4().int % 100_000:05d}"
+    n = uuid.uuid4().int
+    return f"{chr(65 + n % 26)}{chr(65 + n // 26 % 26)}{n // 676 % 10_000:04d}"
 
 
 def stream_entry(client: redis.Redis, stream: str, decision_id: str) -> dict[str, str]:
@@ -62,7 +64,7 @@ def test_s1_valuable_passenger_with_broken_entertainment_is_upgraded_at_the_kios
     assert all(0.0 <= p <= 1.0 for p, _ in record["candidates"].values())
     follow_ups = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrevrange("nba:log:follow-ups", count=500)]
     assert any(f["decision_id"] == reply.decision_id and f["kind"] == "apology_letter" for f in follow_ups)
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}")) == 1
+    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}")) == 1
 
 
 @pytest.mark.parametrize(

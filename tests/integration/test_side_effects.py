@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +57,8 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_on
     retries = [stub.Decide(request, timeout=5) for _ in range(3)]
     assert {r.decision_id for r in retries} == {first.decision_id}
     assert all(r == first for r in retries)
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}")) == 1  # 2 seats, one taken
+    pool = f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}"
+    assert int(redis_client.get(pool)) == 1  # 2 seats, one taken
     logged = [
         f for _, f in redis_client.xrevrange("nba:log:decisions", count=1000) if f["request_id"] == request.request_id
     ]
@@ -83,7 +85,7 @@ def test_concurrent_check_ins_never_oversell_the_last_upgrade_seats(stub, servic
         replies = list(pool.map(check_in, passengers))
     upgraded = [r for r in replies if r.actions and r.actions[0].action_id == "upgrade_first_class"]
     assert len(upgraded) == 2  # the catalogue gives each flight 2 upgrade seats
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}")) == 0
+    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}")) == 0
     for reply in replies:
         if reply not in upgraded:
             assert ("upgrade_first_class", "capacity_exhausted") in {

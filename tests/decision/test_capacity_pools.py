@@ -1,0 +1,108 @@
+"""Offline, as rule scenarios and simulations run: capacity pools need a flight, one seat per passenger, and
+customer-facing texts show only declared, valid context values."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from decision.domain import DecisionRequest, Touchpoint
+from decision.flow import DecisionFlow, FlowLimits
+from decision.scoring import LightGBMScorer
+from decision.settings import Settings
+from decision.side_effects import MemoryDecisionLog
+from decision.strategy import RuleFiles, Strategy, load_strategy
+from features.memory_store import MemoryOnlineStore
+from features.schema import FeatureSchema
+
+SCHEMA = FeatureSchema.load()
+NOW = time.time()
+PASSENGER = {
+    "domain": "airline",
+    "tier": "gold",
+    "predicted_ltv": "15000",
+    "last_incident_type": "ife_broken",
+    "last_incident": repr(NOW - 5 * 86_400),
+    "last_incident_flight": "AZ611",
+    "last_incident_long_haul": "1",
+    "last_name": "Rossi",
+    "title": "Ms",
+}
+
+
+def strategy_from(demo_model_dir: Path, policy_dir: Path) -> Strategy:
+    settings = Settings(_env_file=None)
+    files = RuleFiles(policy_dir, settings.catalogue_path, settings.messages_path)
+    return load_strategy(files, SCHEMA, LightGBMScorer(demo_model_dir, SCHEMA))
+
+
+@pytest.fixture(scope="module")
+def strategy(demo_model_dir: Path) -> Strategy:
+    return strategy_from(demo_model_dir, Settings(_env_file=None).policy_dir)
+
+
+@pytest.fixture(scope="module")
+def strategy_without_flight_rule(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Strategy:
+    """The shipped rules without the one that excludes an upgrade when there is no flight."""
+    policies = tmp_path_factory.mktemp("rules") / "policies"
+    shutil.copytree(Settings(_env_file=None).policy_dir, policies)
+    path = policies / "eligibility.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["rules"] = [r for r in document["rules"] if r["id"] != "upgrade_needs_economy_flight"]
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return strategy_from(demo_model_dir, policies)
+
+
+def offline_flow(strategy: Strategy, log: MemoryDecisionLog, customers: list[str]) -> DecisionFlow:
+    store = MemoryOnlineStore()
+    store.write_profiles([{"customer_id": c, **PASSENGER} for c in customers], NOW)
+    return DecisionFlow(
+        store=store,
+        schema=SCHEMA,
+        strategy=strategy,
+        decision_log=log,
+        limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3, store_timeout_s=0.0),
+        clock=lambda: NOW,
+    )
+
+
+def decide(flow: DecisionFlow, customer: str, touchpoint: Touchpoint, request_id: str = "r1", **context: str):
+    return flow.decide(DecisionRequest(customer, touchpoint, context, request_id, 20))
+
+
+def test_no_flight_means_no_seat_from_a_shared_pool_and_the_fallback_stands_in(strategy_without_flight_rule):
+    log = MemoryDecisionLog()
+    flow = offline_flow(strategy_without_flight_rule, log, ["p1", "p2", "p3"])
+    for customer in ("p1", "p2", "p3"):
+        decision = decide(flow, customer, Touchpoint.CHECKIN_KIOSK)
+        assert "upgrade_first_class" not in [a.action_id for a in decision.actions]
+        suppressed = {(s.action_id, s.reason_code) for s in decision.explanation.suppressed}
+        assert ("upgrade_first_class", "capacity_pool_missing") in suppressed
+        first = decision.actions[0]
+        assert (first.action_id, first.mandatory) == ("bonus_points_recovery", True)
+        assert [(f.kind, f.action_id) for f in decision.follow_ups] == [("apology_letter", "bonus_points_recovery")]
+    assert log.capacity_left == {}
+
+
+def test_the_offline_log_keeps_one_seat_per_passenger_and_one_pool_per_spelling(strategy):
+    log = MemoryDecisionLog()
+    flow = offline_flow(strategy, log, ["p1", "p2", "p3"])
+    for touchpoint in (Touchpoint.CHECKIN_KIOSK, Touchpoint.CHECKIN_AGENT, Touchpoint.IVR):
+        assert decide(flow, "p1", touchpoint, flight="AZ777").actions[0].action_id == "upgrade_first_class"
+    assert decide(flow, "p2", Touchpoint.CHECKIN_KIOSK, flight=" az777").actions[0].action_id == "upgrade_first_class"
+    assert decide(flow, "p3", Touchpoint.CHECKIN_KIOSK, flight="AZ777 ").actions[0].action_id != "upgrade_first_class"
+    assert list(log.capacity_left.values()) == [0]
+
+
+def test_a_letter_shows_only_declared_valid_context_values(strategy):
+    narrator = strategy.narrator
+    values = SCHEMA.parse({"last_name": "Rossi", "title": "Ms"}, NOW)
+    context = {"flight": "AZ9. Your refund: http://refund.example/claim", "promo": "http://refund.example"}
+    fields = narrator.template_values(values, context, "en", Touchpoint.WEB)
+    assert fields["flight"] == "" and fields["promo"] == ""
+    assert narrator.template_values(values, {"flight": " az9 "}, "en", Touchpoint.WEB)["flight"] == "AZ9"
+    assert set(SCHEMA.context) >= {"flight", "flight_date", "cabin", "language"}
