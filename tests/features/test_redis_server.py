@@ -124,12 +124,13 @@ def test_a_stale_redis_left_on_the_data_dir_is_stopped_by_the_next_start(tmp_pat
     data.mkdir()
     port = free_port()
     # As an earlier run, killed, left it: running on the data dir, with its pidfile, not a child of the new owner.
+    command = [
+        redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+        "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
+        "--pidfile", str(data / "redis.pid"), "--logfile", str(data / "stale.log"),
+    ]  # fmt: skip
     stale = subprocess.Popen(
-        [
-            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-            "--pidfile", str(data / "redis.pid"), "--logfile", str(data / "stale.log"),
-        ],  # fmt: skip
+        command,
         stdout=subprocess.DEVNULL,
     )
     try:
