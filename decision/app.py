@@ -13,6 +13,7 @@ import redis
 from decision.catalogue import Catalogue
 from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
+from decision.health import StoreHealth
 from decision.http_api import HttpServer, create_app
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
@@ -101,6 +102,11 @@ def replay_earlier_spools(settings: Settings, log_to: RedisDecisionLog) -> None:
         log.info("replayed %d decisions spooled by an earlier run", moved)
 
 
+def check_now(health: StoreHealth | None) -> None:
+    if health is not None:
+        health.check()
+
+
 @dataclass
 class Service:
     """A running service: its Redis (when embedded), its client, its flow, its gRPC and HTTP servers."""
@@ -113,15 +119,23 @@ class Service:
     rules_watcher: StrategyWatcher
     embedded_redis: RedisServer | None = None
     http: HttpServer | None = None
+    store_health: StoreHealth | None = None
 
     @classmethod
     def start(cls, settings: Settings, worker: int | None = None) -> Service:
         """Serve in this process. ``worker`` is set in the processes ``decision.workers`` starts: they share the
         ports (SO_REUSEPORT) and the supervisor's Redis, and replay nothing but their own spool."""
         embedded = None
+        store_health: StoreHealth | None = None
         redis_url = settings.redis_url
         if not redis_url:
-            embedded = RedisServer(Path(settings.data_dir) / "redis", fsync=settings.redis_fsync).start()
+            # Restarted by its watchdog when it dies; its death and return are checked at once, not at the next ping.
+            embedded = RedisServer(
+                Path(settings.data_dir) / "redis",
+                fsync=settings.redis_fsync,
+                restart=True,
+                on_change=lambda up: check_now(store_health),
+            ).start()
             redis_url = embedded.url
             log.info("embedded Redis started at %s", redis_url)
         try:
@@ -143,11 +157,14 @@ class Service:
                     settings.http_port,
                     reuse_port=shared,
                 )
+            store_health = StoreHealth(redis_url, lambda reachable: server.set_degraded(not reachable))
             server.start()
+            store_health.start()
             if http is not None:
                 try:
                     http.start()
                 except BaseException:
+                    store_health.stop()
                     server.stop(0)
                     raise
         except BaseException:
@@ -166,10 +183,12 @@ class Service:
             models=models,
             settle_s=settings.rules_settle_s,
         ).start()
-        return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http)
+        return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http, store_health=store_health)
 
     def stop(self) -> None:
         self.rules_watcher.stop()
+        if self.store_health is not None:
+            self.store_health.stop()
         if self.http is not None:
             self.http.stop()
         self.grpc.stop()

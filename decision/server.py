@@ -213,7 +213,12 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
 
 
 class GrpcServer:
-    """The gRPC server with the decision service, health checks and reflection."""
+    """The gRPC server with the decision service, health checks and reflection.
+
+    Health: "nba.v1.DecisionService" is SERVING while the server runs (it answers, degraded if need be); the
+    overall "" is NOT_SERVING while ``set_degraded(True)`` holds (decisions cannot be stored: Redis is gone), so
+    a load balancer or a Kubernetes readiness probe (which checks "" by default) sends calls elsewhere.
+    """
 
     def __init__(
         self, servicer: DecisionServicer, host: str, port: int, threads: int, reuse_port: bool = False
@@ -240,6 +245,7 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
         self.host = host
+        self._degraded = False
 
     @property
     def target(self) -> str:
@@ -247,8 +253,14 @@ class GrpcServer:
 
     def start(self) -> None:
         self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self.set_degraded(self._degraded)
+
+    def set_degraded(self, degraded: bool) -> None:
+        """Whether decisions can be stored: the overall health "" follows it (ignored once stopping)."""
+        self._degraded = degraded
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if degraded else health_pb2.HealthCheckResponse.SERVING
+        self.health.set("", status)
 
     def stop(self, grace_s: float = 2.0) -> None:
         self.health.enter_graceful_shutdown()

@@ -4,7 +4,8 @@ One Python process decides on one core at a time (the GIL), so to use every core
 that bind the same gRPC and HTTP ports with ``SO_REUSEPORT``; the kernel spreads connections over them. This
 module is their supervisor:
 
-1. starts the embedded Redis once when ``NBA_REDIS_URL`` is empty (every process then shares it);
+1. starts the embedded Redis once when ``NBA_REDIS_URL`` is empty (every process then shares it), and restarts it
+   on its port when it dies (``features.redis_server``); it dies with the supervisor;
 2. picks the ports (a free one for 0) and keeps them reserved by a bound, non-listening socket of its own;
 3. replays the spool files of an earlier run, before any process may append to them;
 4. starts the N processes with ``subprocess`` (a fresh interpreter each: gRPC Python does not support ``fork``
@@ -133,7 +134,7 @@ class Supervisor:
         try:
             if not self.redis_url:
                 redis_dir = Path(settings.data_dir) / "redis"
-                self.embedded_redis = RedisServer(redis_dir, fsync=settings.redis_fsync).start()
+                self.embedded_redis = RedisServer(redis_dir, fsync=settings.redis_fsync, restart=True).start()
                 self.redis_url = self.embedded_redis.url
                 log.info("embedded Redis started at %s", self.redis_url)
             self._replay_earlier_spools()
@@ -185,7 +186,8 @@ class Supervisor:
                     raise RuntimeError(f"server process {worker.index} exited with {code} while starting")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"server process {worker.index} did not start in {timeout_s:.0f} s")
-        if not health_check(self.target, timeout_s=max(1.0, deadline - time.monotonic())):
+        # The decision service, not "": a process whose Redis is down still serves (degraded) and must start.
+        if not health_check(self.target, max(1.0, deadline - time.monotonic()), "nba.v1.DecisionService"):
             raise TimeoutError(f"no health check answered on {self.target}")
 
     def _keep_running(self) -> None:
@@ -251,14 +253,14 @@ class Supervisor:
         self.stop()
 
 
-def health_check(target: str, timeout_s: float = 10.0) -> bool:
-    """True once the gRPC health service on ``target`` says SERVING."""
+def health_check(target: str, timeout_s: float = 10.0, service: str = "") -> bool:
+    """True once the gRPC health service on ``target`` says ``service`` ("": the whole server) is SERVING."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
             except grpc.RpcError:

@@ -1,0 +1,79 @@
+"""Whether this server process can store decisions, as the gRPC health service reports it.
+
+A background thread PINGs the process's Redis every ``interval_s`` (and whenever told to, e.g. by the embedded
+Redis's watchdog the moment that process died); each change is passed to ``report``: ``True`` while Redis
+answers, ``False`` while it does not. ``decision.app`` wires it to ``GrpcServer.set_degraded``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+
+class StoreHealth:
+    """Pings Redis from one thread and reports when it stops or starts answering; see the module docstring."""
+
+    def __init__(
+        self, redis_url: str, report: Callable[[bool], None], interval_s: float = 0.5, timeout_s: float = 1.0
+    ) -> None:
+        # Its own client and connection: the decisions' short timeouts and circuit breaker are theirs.
+        self.client = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        )
+        self.report = report
+        self.interval_s = interval_s
+        self.reachable: bool | None = None
+        self._check_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store-health", daemon=True)
+
+    def start(self) -> StoreHealth:
+        self.check()
+        self._thread.start()
+        return self
+
+    def check(self) -> bool:
+        """PING now and report a change; one check at a time, so the last one reported is the latest seen."""
+        with self._check_lock:
+            try:
+                reachable = bool(self.client.ping())
+            except (redis.RedisError, OSError):
+                reachable = False
+            if reachable != self.reachable:
+                if self.reachable is not None or not reachable:
+                    log.log(
+                        logging.INFO if reachable else logging.WARNING,
+                        "Redis %s: health %s",
+                        "answers again" if reachable else "does not answer",
+                        "SERVING" if reachable else "NOT_SERVING",
+                    )
+                self.reachable = reachable
+                self.report(reachable)
+            return reachable
+
+    def check_soon(self) -> None:
+        """Check now rather than at the next interval (from another thread, without waiting for the PING)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if not self._stopping.is_set():
+                self.check()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.client.close()
