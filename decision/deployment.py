@@ -74,7 +74,9 @@ def check_model(model_dir: Path, schema_path: Path, actions: Sequence[str]) -> N
     _check_trailer(model_dir / MODEL_FILE)
     command = [sys.executable, "-m", "decision.deployment", str(model_dir), str(schema_path), *actions]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, errors="replace", timeout=CHECK_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
         raise ModelError(f"model {model_dir.name}: the smoke check took over {CHECK_TIMEOUT_S:.0f} s") from None
     if done.returncode != 0:
