@@ -27,7 +27,7 @@ from tests.integration.test_workers import serve_workers, stop
 from training import loop
 from training.registry import Registry
 
-CRASH = "LightGBM crashed loading it (signal 6)"
+CRASH = "LightGBM crashed loading it (signal"  # SIGABRT mostly, sometimes SIGSEGV
 
 
 def add_version(registry: Registry, version: str, model_dir: Path, text: str | None = None) -> None:
@@ -63,6 +63,7 @@ def test_the_bad_model_aborts_the_process_that_loads_it(registry):
         check_model(registry.resolve("v-bad"), settings.schema_path, Catalogue.load(settings.catalogue_path).action_ids)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 12 point 2: start-up fallback and checked rollback not implemented yet")
 def test_a_service_started_on_a_bad_live_model_serves_the_last_good_deployment(
     loaded_redis, demo_model_dir, registry, tmp_path, caplog
 ):
@@ -80,6 +81,7 @@ def test_a_service_started_on_a_bad_live_model_serves_the_last_good_deployment(
         assert not [r for r in caplog.records if "refused" in r.getMessage()]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 12 point 2: start-up fallback and checked rollback not implemented yet")
 def test_without_an_earlier_good_deployment_the_default_model_serves(loaded_redis, demo_model_dir, registry, tmp_path):
     registry.publish("v-bad")
     settings = service_settings(loaded_redis.url, demo_model_dir, tmp_path / "data", registry_dir=registry.root)
@@ -88,6 +90,7 @@ def test_without_an_earlier_good_deployment_the_default_model_serves(loaded_redi
         assert decide(service).model_version == demo_version
 
 
+@pytest.mark.xfail(strict=True, reason="issue 12 point 2: start-up fallback and checked rollback not implemented yet")
 def test_killed_workers_come_back_on_the_last_good_model_when_live_json_names_a_bad_one(
     loaded_redis, demo_model_dir, tmp_path
 ):
@@ -111,6 +114,7 @@ def test_killed_workers_come_back_on_the_last_good_model_when_live_json_names_a_
         stop(served)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 12 point 2: start-up fallback and checked rollback not implemented yet")
 def test_rollback_to_a_deployment_that_cannot_serve_is_refused_and_changes_nothing(registry, capsys):
     registry.publish("v-bad")  # no check
     registry.publish("v-good")
