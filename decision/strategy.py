@@ -132,7 +132,7 @@ class StrategyWatcher:
         self.interval_s = interval_s
         self.models = models
         self.last_error: str | None = None
-        self.last_model_error: str | None = None
+        self.last_model_error: str | None = models.refused if models is not None else None
         self.reloads = 0
         self.model_swaps = 0
         self._stamp = files.stamp()
