@@ -54,7 +54,7 @@ def build_flow(
     index of this server process when several share the port (its spool file is its own)."""
     schema = FeatureSchema.load(settings.schema_path)
     models = models or model_source(settings, schema)
-    strategy = load_strategy(rule_files(settings), schema, models.load(checked=False))
+    strategy = load_strategy(rule_files(settings), schema, models.load_serving())
     breaker = CircuitBreaker(config.retry_after_ms / 1000.0)
     return DecisionFlow(
         store=RedisOnlineStore(client, config, breaker),

@@ -5,8 +5,10 @@
 next decision uses them, with no restart. A model that cannot serve (another feature schema, a file cut short,
 scores that are not probabilities) is refused and the models serving keep serving.
 
-A model that arrives at run time is first loaded in a child process: LightGBM aborts the whole process, with no
-exception to catch, on some damaged model files, and a server must never die of a bad publish.
+Every model is first loaded in a child process, at start-up as at run time: LightGBM aborts the whole process,
+with no exception to catch, on some damaged model files, and a server must never die of a bad publish. A process
+that starts while live.json names a model that cannot serve falls back to the newest earlier deployment that
+can (else NBA_MODEL_DIR's model), so a restarted worker never crash-loops on what the running ones refused.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ def check_model(model_dir: Path, schema_path: Path, actions: Sequence[str]) -> N
     _check_trailer(model_dir / MODEL_FILE)
     command = [sys.executable, "-m", "decision.deployment", str(model_dir), str(schema_path), *actions]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, errors="replace", timeout=CHECK_TIMEOUT_S, check=False
+        )
     except subprocess.TimeoutExpired:
         raise ModelError(f"model {model_dir.name}: the smoke check took over {CHECK_TIMEOUT_S:.0f} s") from None
     if done.returncode != 0:
@@ -118,6 +122,7 @@ class ModelSource:
         self.actions = list(actions)
         self.schema_path = Path(schema_path)
         self.loaded_stamp: tuple[int, int] | None = None  # live.json as it was when load() last read it
+        self.refused: str | None = None  # why the live deployment was refused at start (load_serving)
 
     def stamp(self) -> tuple[int, int] | None:
         """Changes when live.json does: its modification time and size (None: nothing published)."""
@@ -133,14 +138,45 @@ class ModelSource:
     def load(self, actions: Sequence[str] | None = None, *, checked: bool = True) -> Models:
         """The live deployment's scorers, smoke-checked on ``actions`` (default: the catalogue's at start-up).
 
-        Each model is first loaded in a child process unless ``checked`` is False (the models a server starts
-        with: a start-up that fails is seen by the operator, a crash at run time would not be)."""
+        Each model is first loaded in a child process unless ``checked`` is False: LightGBM aborts the process
+        that loads some damaged files."""
         if actions is not None:
             self.actions = list(actions)
         self.loaded_stamp = self.stamp()
         deployment = self.deployment()
         if deployment is None:
             return Models(self._scorer(self.default_dir, checked))
+        return self._models(deployment, checked)
+
+    def load_serving(self) -> Models:
+        """What a server process starts with: the live deployment, every model checked in a child process first.
+
+        When the live deployment is refused (a damaged file a running server already refused, a live.json that
+        cannot be read), the newest earlier deployment on the registry's stack that passes serves, else the
+        model in ``default_dir``; the refusal is logged, kept in ``refused`` and the process starts all the same.
+        A process never crash-loops on a bad live.json: the watcher looks at it again only once it changes."""
+        self.refused = None
+        try:
+            return self.load()
+        except (ModelError, RegistryError, OSError, ValueError) as error:
+            self.refused = str(error)
+        try:
+            earlier = self.registry.deployments()[:-1]
+        except (RegistryError, OSError, ValueError):
+            earlier = []
+        for deployment in reversed(earlier):
+            try:
+                models = self._models(deployment, checked=True)
+            except ModelError as error:
+                log.error("earlier deployment %s cannot serve either: %s", deployment.describe(), error)
+                continue
+            log.error("live deployment refused (%s); serving the earlier deployment %s", self.refused, models.describe())
+            return models
+        models = Models(self._scorer(self.default_dir, checked=True))
+        log.error("live deployment refused (%s); serving the default model %s", self.refused, models.describe())
+        return models
+
+    def _models(self, deployment: Deployment, checked: bool) -> Models:
         try:
             champion = self._scorer(self.registry.resolve(deployment.champion), checked)
             challenger = None

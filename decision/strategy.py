@@ -143,7 +143,7 @@ class StrategyWatcher:
         self.settle_s = settle_s
         self.clock = clock
         self.last_error: str | None = None
-        self.last_model_error: str | None = None
+        self.last_model_error: str | None = models.refused if models is not None else None
         self.reloads = 0
         self.model_swaps = 0
         self._stamp = files.stamp()

@@ -197,8 +197,17 @@ def publish(
 
 
 def rollback(*, note: str = "", registry: Path | str | None = None) -> Deployment:
-    """``nba rollback``: the deployment before the live one serves again."""
-    return Registry(Path(registry or default_registry())).rollback(note=note)
+    """``nba rollback``: the deployment before the live one serves again, once each of its models is checked as
+    a server would load it (a model damaged since it was published is refused: ``ModelError``)."""
+    from decision.catalogue import Catalogue
+    from decision.deployment import check_model
+    from decision.settings import Settings
+
+    settings = Settings()
+    actions = Catalogue.load(settings.catalogue_path).action_ids
+    return Registry(Path(registry or default_registry())).rollback(
+        note=note, check=lambda directory: check_model(directory, settings.schema_path, actions)
+    )
 
 
 def export_decision_log(

@@ -187,16 +187,22 @@ class Registry:
             self._write_live(document)
         return deployment
 
-    def rollback(self, *, note: str = "", by: str | None = None) -> Deployment:
-        """Go back one deployment; returns the one serving again. Refused when there is nothing to go back to."""
+    def rollback(
+        self, *, note: str = "", by: str | None = None, check: Callable[[Path], None] | None = None
+    ) -> Deployment:
+        """Go back one deployment; returns the one serving again. Refused when there is nothing to go back to, or
+        when ``check`` refuses a model of the deployment it would restore (live.json is then left as it was)."""
         with self._locked():
             document = self._live_document()
             stack = document["deployments"]
             if len(stack) < 2:
                 what = "nothing was published" if not stack else f"only {stack[-1]['champion']} was ever published"
                 raise RegistryError(f"nothing to roll back to: {what} in {self.root}")
+            restored = Deployment.from_json(stack[-2])
+            if check is not None:
+                for name in filter(None, (restored.champion, restored.challenger)):
+                    check(self.resolve(name))
             retired = stack.pop()
-            restored = Deployment.from_json(stack[-1])
             document["audit"].append(
                 {"event": "rollback", "at": _now(), "by": by or _user(), "note": note, "retired": retired,
                  "restored": asdict(restored)}
