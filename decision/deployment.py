@@ -170,7 +170,11 @@ class ModelSource:
             except ModelError as error:
                 log.error("earlier deployment %s cannot serve either: %s", deployment.describe(), error)
                 continue
-            log.error("live deployment refused (%s); serving the earlier deployment %s", self.refused, models.describe())
+            log.error(
+                "live deployment refused (%s); serving the earlier deployment %s",
+                self.refused,
+                models.describe(),
+            )
             return models
         models = Models(self._scorer(self.default_dir, checked=True))
         log.error("live deployment refused (%s); serving the default model %s", self.refused, models.describe())
