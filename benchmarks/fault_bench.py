@@ -632,6 +632,7 @@ def check_kept(service: ServiceUnderTest, calls: Sequence[Call], window_of: Call
 @dataclass
 class Report:
     sizes: Sizes
+    work: Path
     windows: list[Window] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     at_window_end: list[Kept] = field(default_factory=list)
@@ -693,7 +694,7 @@ def run(sizes: Sizes, model_dir: Path | None = None, keep: Path | None = None) -
 
 def run_in(work: Path, sizes: Sizes, model_dir: Path | None) -> Report:
     started = time.monotonic()
-    report = Report(sizes)
+    report = Report(sizes, work)
     model = load_or_train_demo_model(model_dir or work / "model")
     service = ServiceUnderTest(work, model, sizes)
     try:
