@@ -835,7 +835,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)  # clean up as on Ctrl-C
-    report = run(Sizes.quick() if args.quick else Sizes(), args.model_dir, args.keep)
+    try:
+        report = run(Sizes.quick() if args.quick else Sizes(), args.model_dir, args.keep)
+    except KeyboardInterrupt:
+        print("fault_bench: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     text = render(report)
     print(text)
     if args.write:
