@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto demo serve test browser lint typecheck bench clean
+.PHONY: help setup proto demo serve test browser lint typecheck bench faults clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ typecheck: $(STAMP) ## mypy on our own packages
 
 bench: $(STAMP) ## The performance harness (floor, loads, peers, memory, growth); writes benchmarks/RESULTS.md and the CDF
 	$(PY) -m benchmarks.decide_bench --write benchmarks/RESULTS.md --cdf benchmarks/latency-cdf.png
+
+faults: $(STAMP) ## The fault benchmark (Redis kill -9, SIGSTOP, torn spool, worker kill -9, Redis full) under load; writes its section of benchmarks/RESULTS.md
+	$(PY) -m benchmarks.fault_bench --write benchmarks/RESULTS.md
 
 clean: ## Remove the venv, demo data and caches
 	rm -rf $(VENV) .nba-data .pytest_cache .ruff_cache .mypy_cache
