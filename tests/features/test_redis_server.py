@@ -14,22 +14,9 @@ import pytest
 import redis
 
 from features.redis_server import RedisServer, free_port, redis_server_binary
+from tests.integration.test_workers import gone
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def gone(pid: int, timeout_s: float = 20.0) -> bool:
-    """True once no process ``pid`` runs (a zombie runs nothing)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def answering_pid(url: str, timeout_s: float = 20.0, other_than: int = 0) -> int:

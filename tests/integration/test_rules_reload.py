@@ -42,19 +42,24 @@ def rules_copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture()
-def reloading_service(loaded_redis: RedisServer, demo_model_dir: Path, rules_copy: Path) -> Iterator:
-    from decision.app import Service
-
-    settings = service_settings(
-        loaded_redis.url,
-        demo_model_dir,
+def reloading_settings(redis_url: str, model_dir: Path, rules_copy: Path, **overrides: object):
+    """A test service's settings over the copied rule files, polled every 50 ms."""
+    return service_settings(
+        redis_url,
+        model_dir,
         rules_copy / "data",
         policy_dir=rules_copy / "policies",
         catalogue_path=rules_copy / "actions.yaml",
         messages_path=rules_copy / "messages.yaml",
-        rules_reload_s=0.05,
+        **{"rules_reload_s": 0.05, **overrides},
     )
+
+
+@pytest.fixture()
+def reloading_service(loaded_redis: RedisServer, demo_model_dir: Path, rules_copy: Path) -> Iterator:
+    from decision.app import Service
+
+    settings = reloading_settings(loaded_redis.url, demo_model_dir, rules_copy)
     with Service.start(settings) as running, grpc.insecure_channel(running.grpc.target) as channel:
         yield running, pb_grpc.DecisionServiceStub(channel)
 
@@ -167,16 +172,7 @@ def test_a_rule_file_written_in_two_halves_goes_live_only_whole(
     the half compiles (the complaint rules are simply missing), so only the settle time keeps it out."""
     from decision.app import Service
 
-    settings = service_settings(
-        loaded_redis.url,
-        demo_model_dir,
-        rules_copy / "data",
-        policy_dir=rules_copy / "policies",
-        catalogue_path=rules_copy / "actions.yaml",
-        messages_path=rules_copy / "messages.yaml",
-        rules_reload_s=0.05,
-        rules_settle_s=2.0,
-    )
+    settings = reloading_settings(loaded_redis.url, demo_model_dir, rules_copy, rules_settle_s=2.0)
     path = rules_copy / "policies" / "service_recovery.yaml"
     whole = path.read_text("utf-8").replace("Service recovery", "Service recovery (v2)", 1)
     with Service.start(settings) as service:
