@@ -21,15 +21,11 @@ MAX_ACTIONS = 20
 E = TypeVar("E", bound=enum.IntEnum)
 
 
-def _shown(value: str, limit: int = 40) -> str:
+def shown(value: str, limit: int = 40) -> str:
+    """Caller text as an error message quotes it: in quotes, cut short after ``limit`` characters."""
     return repr(value if len(value) <= limit else value[:limit] + "...") + (
         f" ({len(value)} characters)" if len(value) > limit else ""
     )
-
-
-def shown(value: str) -> str:
-    """Caller text as an error message quotes it: in quotes, cut short after 40 characters."""
-    return _shown(value)
 
 
 def entry_name(field: str, key: str, limit: int = 40) -> str:
@@ -40,7 +36,7 @@ def entry_name(field: str, key: str, limit: int = 40) -> str:
 def customer_id(value: str) -> str:
     if not CUSTOMER_ID.fullmatch(value):
         raise InvalidArgument(
-            "customer_id: must be 1-64 characters of letters, digits and . _ : @ -; got " + _shown(value)
+            "customer_id: must be 1-64 characters of letters, digits and . _ : @ -; got " + shown(value)
         )
     return value
 
@@ -54,7 +50,7 @@ def touchpoint_name(value: str) -> Touchpoint:
         return Touchpoint[value.strip().upper()]
     except KeyError:
         accepted = ", ".join(t.name for t in Touchpoint)
-        raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {_shown(value)}") from None
+        raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {shown(value)}") from None
 
 
 def context(
@@ -67,7 +63,7 @@ def context(
     for key in sorted(value):
         if not CONTEXT_KEY.fullmatch(key):
             raise InvalidArgument(
-                f"context: key {_shown(key)} must be lower_snake_case, 1-64 characters, starting with a letter"
+                f"context: key {shown(key)} must be lower_snake_case, 1-64 characters, starting with a letter"
             )
         if len(value[key]) > MAX_CONTEXT_VALUE:
             raise InvalidArgument(
@@ -79,7 +75,7 @@ def context(
             normalised = spec.normalised(checked[key])
             if normalised is None:
                 raise InvalidArgument(
-                    f"context[{key}]: must match {spec.pattern.pattern} ({spec.accepted}); got {_shown(checked[key])}"
+                    f"context[{key}]: must match {spec.pattern.pattern} ({spec.accepted}); got {shown(checked[key])}"
                 )
             checked[key] = normalised
     return checked
@@ -88,7 +84,7 @@ def context(
 def request_id(value: str) -> str:
     if value and not REQUEST_ID.fullmatch(value):
         raise InvalidArgument(
-            "request_id: must be 1-128 printable ASCII characters without spaces; got " + _shown(value)
+            "request_id: must be 1-128 printable ASCII characters without spaces; got " + shown(value)
         )
     return value
 
@@ -103,7 +99,7 @@ def max_actions(value: int, default: int) -> int:
 
 def decision_id(value: str) -> str:
     if not DECISION_ID.fullmatch(value):
-        raise InvalidArgument("decision_id: must be the 32 hexadecimal characters of a decision; got " + _shown(value))
+        raise InvalidArgument("decision_id: must be the 32 hexadecimal characters of a decision; got " + shown(value))
     return value
 
 
@@ -111,7 +107,7 @@ def action_id(value: str) -> str:
     if not ACTION_ID.fullmatch(value):
         raise InvalidArgument(
             "action_id: must be 1-64 characters of letters, digits and _ . -, one of the decision's actions; got "
-            + _shown(value)
+            + shown(value)
         )
     return value
 
@@ -124,7 +120,7 @@ def enum_name(field: str, value: str, names: Sequence[str]) -> str:
     """A proto enum value by its name, as the JSON form of a request gives it; unknown names are refused."""
     if value not in names:
         accepted = ", ".join(n for n in names if not n.endswith("_UNSPECIFIED"))
-        raise InvalidArgument(f"{field}: must be one of {accepted}; got {_shown(value)}")
+        raise InvalidArgument(f"{field}: must be one of {accepted}; got {shown(value)}")
     return value
 
 
