@@ -64,8 +64,8 @@ def build_flow(
         limits=FlowLimits(
             feature_max_age_s=settings.feature_max_age_s,
             explain_top_features=settings.explain_top_features,
-            store_timeout_s=settings.redis_timeout_ms / 1000.0,
             exploration_share=settings.exploration_share,
+            deadline_margin_s=settings.deadline_margin_ms / 1000.0,
         ),
     )
 

@@ -44,7 +44,7 @@ from decision.side_effects import (
     decision_from_json,
 )
 from decision.strategy import Strategy
-from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
+from features.online_store import SHORTEST_CALL_S, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.schema import FeatureSchema
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ POOL_OPEN_DAYS = 366
 class FlowLimits:
     feature_max_age_s: float
     explain_top_features: int
-    store_timeout_s: float
     exploration_share: float = 0.0
+    # Of a caller's deadline, what each Redis call leaves for the rest of the answer (see _time_left).
+    deadline_margin_s: float = 0.005
 
 
 class DecisionFlow:
@@ -171,7 +172,7 @@ class DecisionFlow:
                     eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
                 continue
             try:
-                committed = self.decision_log.commit(decision, claims, inputs)
+                committed = self.decision_log.commit(decision, claims, inputs, self._time_left(request))
             except DecisionLogUnavailable as exc:
                 log.warning("decision %s not logged: %s", decision_id, exc)
                 degraded.setdefault("decision_log_unavailable", "the decision log is unavailable")
@@ -215,12 +216,15 @@ class DecisionFlow:
     def _read_features(
         self, request: DecisionRequest, decision_id: str, history_s: float, degraded: dict[str, str]
     ) -> CustomerRecord:
-        if request.deadline is not None and request.deadline - time.monotonic() < self.limits.store_timeout_s:
+        timeout_s = self._time_left(request)
+        if timeout_s is not None and timeout_s < SHORTEST_CALL_S:
             degraded["feature_store_skipped"] = "too little time left before the deadline to read features"
             return CustomerRecord(found=False)
         try:
             also = self.decision_log.decision_key(decision_id) if request.request_id else None
-            record = self.store.read(request.customer_id, self.clock(), also=also, history_s=history_s)
+            record = self.store.read(
+                request.customer_id, self.clock(), also=also, history_s=history_s, timeout_s=timeout_s
+            )
         except FeatureStoreUnavailable as exc:
             degraded["feature_store_unavailable"] = f"decided from the request context alone: {exc}"
             return CustomerRecord(found=False)
@@ -229,6 +233,13 @@ class DecisionFlow:
                 f"no profile for customer {request.customer_id!r}: decided from the request context alone"
             )
         return record
+
+    def _time_left(self, request: DecisionRequest) -> float | None:
+        """How long a store call may take by the caller's deadline: the time left less deadline_margin_s for the
+        rest of the answer (the store bounds it by its own timeout too); None without a deadline."""
+        if request.deadline is None:
+            return None
+        return request.deadline - time.monotonic() - self.limits.deadline_margin_s
 
     def _freshness(self, record: CustomerRecord, now: float, degraded: dict[str, str]) -> FeatureFreshness:
         max_age_ms = int(self.limits.feature_max_age_s * 1000)

@@ -330,7 +330,7 @@ class ScenarioRunner:
             schema=self.schema,
             strategy=self.strategy,
             decision_log=MemoryDecisionLog(store, scenario.capacity_left),
-            limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3, store_timeout_s=0.0),
+            limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3),
             clock=lambda: now,
         )
         decision = flow.decide(scenario.request())

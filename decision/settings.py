@@ -37,13 +37,18 @@ class Settings(BaseSettings):
     """HTTP port of the JSON API (/v1/...) and the teller screen (/teller), on the same host; 0 picks a free one."""
 
     http_deadline_ms: float = Field(1000.0, gt=0)
-    """Deadline of an HTTP decision (gRPC callers set their own): too little time left skips the feature read."""
+    """Deadline of an HTTP decision (gRPC callers set their own): Redis calls are bounded by what is left of it."""
 
     redis_url: str = ""
     """Redis URL of the feature store and decision log. Empty starts an embedded Redis server under data_dir."""
 
     redis_timeout_ms: float = Field(25.0, gt=0)
-    """Socket timeout of every Redis call. A slower Redis makes the decision degrade instead of wait."""
+    """Socket timeout of every Redis call (shorter when the caller's deadline is nearer). A slower Redis makes the
+    decision degrade instead of wait."""
+
+    deadline_margin_ms: float = Field(5.0, ge=0)
+    """Of a caller's deadline, the time each Redis call leaves for the rest of the answer: a call gets the Redis
+    timeout or, when the deadline is nearer, what is left of it less this margin; less than 0.5 ms left skips it."""
 
     redis_retry_after_ms: float = Field(1000.0, ge=0)
     """After a Redis failure, decide without Redis for this long before trying it again (no per-call waits)."""

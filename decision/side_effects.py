@@ -70,8 +70,8 @@ from decision.domain import (
     Touchpoint,
 )
 from features.memory_store import MemoryOnlineStore
-from features.online_store import Contact
-from features.redis_store import CircuitBreaker, KeyLayout, RoundTrip
+from features.online_store import SHORTEST_CALL_S, Contact
+from features.redis_store import CircuitBreaker, CutShort, KeyLayout, RoundTrip
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,13 @@ class DecisionLog(abc.ABC):
     """Where decisions and outcomes go; the contract any log backend keeps."""
 
     @abc.abstractmethod
-    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
-        """Store the decision and take its capacity, atomically; raise DecisionLogUnavailable on failure."""
+    def commit(
+        self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs, timeout_s: float | None = None
+    ) -> Committed:
+        """Store the decision and take its capacity, atomically; raise DecisionLogUnavailable on failure.
+
+        ``timeout_s``, when shorter than the log's own timeout, bounds a commit that must be written before the
+        answer (what is left of the caller's deadline); one that cannot be is not stored in time: unavailable."""
 
     @abc.abstractmethod
     def decision_key(self, decision_id: str) -> str:
@@ -230,17 +235,18 @@ return {1, id}
 
 
 _LOG_BATCH = """
--- KEYS: decisions stream, then per decision: its key, its customer's contact history
--- ARGV: ttl seconds, history seconds, then per decision:
---       decision json, decided at (epoch s), n contact members, n stream fields, members..., stream fields...
+-- KEYS: decisions stream, follow-ups stream, then per decision: its key, its customer's contact history
+-- ARGV: ttl seconds, history seconds, then per decision: decision json, decided at (epoch s),
+--       n contact members, n stream fields, n follow-ups, members..., stream fields..., follow-up jsons...
 -- A decision whose key exists is skipped whole: a concurrent retry decided twice keeps the first decision
 -- for its outcomes, and a spool replay cut short and repeated stores nothing twice.
 local ttl, history = ARGV[1], tonumber(ARGV[2])
 local a = 3
-for k = 2, #KEYS, 2 do
+for k = 3, #KEYS, 2 do
   local at, n_members, n_fields = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local n_follow = tonumber(ARGV[a + 4])
   local fresh = redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl, 'NX')
-  a = a + 4
+  a = a + 5
   if fresh then
     if n_members > 0 then
       for i = a, a + n_members - 1 do
@@ -250,11 +256,15 @@ for k = 2, #KEYS, 2 do
       redis.call('EXPIRE', KEYS[k + 1], math.ceil(history))
     end
     redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + n_members, a + n_members + n_fields - 1))
+    for i = a + n_members + n_fields, a + n_members + n_fields + n_follow - 1 do
+      redis.call('XADD', KEYS[2], '*', 'follow_up', ARGV[i])
+    end
   end
-  a = a + n_members + n_fields
+  a = a + n_members + n_fields + n_follow
 end
 return 1
 """
+_COMMIT_SHA = hashlib.sha1(_COMMIT.encode()).hexdigest()
 _LOG_BATCH_SHA = hashlib.sha1(_LOG_BATCH.encode()).hexdigest()
 
 
@@ -280,7 +290,6 @@ class RedisDecisionLog(DecisionLog):
         self.decisions_stream = f"{key_prefix}log:decisions"
         self.outcomes_stream = f"{key_prefix}log:outcomes"
         self.follow_ups_stream = f"{key_prefix}log:follow-ups"
-        self._commit = client.register_script(_COMMIT)
         self._outcome = client.register_script(_OUTCOME)
         self.round_trip = RoundTrip(client)
         self.spool = DecisionSpool(spool_path, spool_fsync, spool_max_bytes) if spool_path else None
@@ -302,7 +311,9 @@ class RedisDecisionLog(DecisionLog):
     def close(self) -> None:
         self.writer.close()
 
-    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
+    def commit(
+        self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs, timeout_s: float | None = None
+    ) -> Committed:
         if self.breaker is not None and self.breaker.open:
             if not claims:
                 self._spool([(decision, inputs)])
@@ -311,9 +322,7 @@ class RedisDecisionLog(DecisionLog):
             self.writer.submit(decision, inputs)
             return Committed(decision)
         record = orjson.dumps(decision)
-        follow_ups = [
-            orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups
-        ]
+        follow_ups = follow_up_records(decision)
         fields = stream_fields(decision, record, inputs)
         keys = [
             self.decision_key(decision.decision_id),
@@ -335,9 +344,11 @@ class RedisDecisionLog(DecisionLog):
             *contact_members(decision),
         ]
         try:
-            reply = self._commit(keys=keys, args=args)
+            if timeout_s is not None and timeout_s < SHORTEST_CALL_S:
+                raise CutShort(f"{max(timeout_s, 0.0) * 1000:.1f} ms left before the deadline")
+            reply = self._script(_COMMIT, _COMMIT_SHA, keys, args, timeout_s)
         except (redis.RedisError, OSError) as exc:
-            if self.breaker is not None:
+            if self.breaker is not None and not isinstance(exc, CutShort):
                 self.breaker.failed()
             if not claims:
                 self._spool([(decision, inputs)])
@@ -371,18 +382,26 @@ class RedisDecisionLog(DecisionLog):
         time the request threads wait for the GIL; this costs ~100 us (a quarter of it serialising the decision
         and its inputs), and Redis ~40 us more per decision than the plain commands took (it builds Lua's ARGV).
         """
-        keys: list[str] = [self.decisions_stream]
+        keys: list[str] = [self.decisions_stream, self.follow_ups_stream]
         args: list[str | bytes | int] = [self.ttl_s, repr(self.contact_history_s)]
         for decision, inputs in batch:
             record = orjson.dumps(decision)
             members = contact_members(decision)
             fields = stream_fields(decision, record, inputs)
+            letters = follow_up_records(decision)
             keys += (self.decision_key(decision.decision_id), self.keys.contacts(decision.customer_id))
-            args += (record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), *members, *fields)
+            args += (record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), len(letters))
+            args += (*members, *fields, *letters)
+        self._script(_LOG_BATCH, _LOG_BATCH_SHA, keys, args)
+
+    def _script(
+        self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any], timeout_s: float | None = None
+    ) -> Any:
+        """Run a script by its hash, sending it whole only when Redis does not know it (after a restart)."""
         try:
-            self.round_trip(("EVALSHA", _LOG_BATCH_SHA, len(keys), *keys, *args))
-        except redis.exceptions.NoScriptError:  # a restarted Redis has an empty script cache
-            self.round_trip(("EVAL", _LOG_BATCH, len(keys), *keys, *args))
+            return self.round_trip(("EVALSHA", sha, len(keys), *keys, *args), timeout_s=timeout_s)[0]
+        except redis.exceptions.NoScriptError:
+            return self.round_trip(("EVAL", script, len(keys), *keys, *args), timeout_s=timeout_s)[0]
 
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
@@ -493,7 +512,9 @@ class MemoryDecisionLog(DecisionLog):
     def close(self) -> None:
         pass
 
-    def commit(self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs) -> Committed:
+    def commit(
+        self, decision: Decision, claims: Sequence[CapacityClaim], inputs: Inputs, timeout_s: float | None = None
+    ) -> Committed:
         with self._lock:
             if decision.decision_id in self.decisions:
                 return Committed(self.decisions[decision.decision_id], replayed=True)
@@ -627,6 +648,11 @@ def contact_events(decision: Decision) -> list[Contact]:
     touchpoint = decision.touchpoint.name
     events = [Contact("offered", a.action_id, touchpoint, at) for a in decision.actions if not a.mandatory]
     return events + [Contact("sent", f.kind, touchpoint, at) for f in decision.follow_ups]
+
+
+def follow_up_records(decision: Decision) -> list[bytes]:
+    """The follow-ups stream's entries of a decision: each follow-up with the decision's id."""
+    return [orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups]
 
 
 def contact_members(decision: Decision) -> list[str]:

@@ -24,7 +24,14 @@ class MemoryOnlineStore(OnlineStore):
         self._contacts: dict[str, list[Contact]] = {}
         self._lock = threading.Lock()
 
-    def read(self, customer_id: str, now: float, also: str | None = None, history_s: float = 0.0) -> CustomerRecord:
+    def read(
+        self,
+        customer_id: str,
+        now: float,
+        also: str | None = None,
+        history_s: float = 0.0,
+        timeout_s: float | None = None,
+    ) -> CustomerRecord:
         with self._lock:
             profile = dict(self._profiles.get(customer_id, {}))
             contacts = tuple(c for c in self._contacts.get(customer_id, ()) if now - history_s <= c.at <= now)

@@ -57,6 +57,9 @@ def connect(config: RedisStoreConfig) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         health_check_interval=0,
+        # No CLIENT SETINFO round trips on each (re)connect: a connection is ready once TCP is, so a call bounded
+        # by a caller's deadline (RoundTrip) never waits out the full socket timeout in a handshake.
+        driver_info=None,
     )
 
 
@@ -86,6 +89,12 @@ class CircuitBreaker:
 _pack_command = cast(Callable[[tuple[str | bytes | int, ...]], bytes], hiredis.pack_command)
 
 
+class CutShort(redis.TimeoutError):
+    """A call given less time than the store's timeout (what was left of a caller's deadline) did not finish in it.
+
+    Not a sign that Redis is failing, so it opens no circuit breaker: the next caller, with more time, tries."""
+
+
 class RoundTrip:
     """Several commands in one write and one round trip, on connections checked out of the client's pool once.
 
@@ -95,21 +104,28 @@ class RoundTrip:
     stay checked out here, one per thread that needs one at a time, and ``client.close()`` still closes them
     (the pool closes those in use too). Arguments are str (sent as UTF-8), bytes or int; hiredis packs them
     in C, where redis-py's own packer type-checks each one in Python.
+
+    ``timeout_s`` bounds one call below the client's socket timeout (a caller's deadline is near): connecting and
+    every reply must come within it, else ``CutShort``.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.pool = client.connection_pool
+        self.socket_timeout_s: float = self.pool.connection_kwargs.get("socket_timeout") or float("inf")
         # list.pop and list.append are atomic under the GIL: each connection serves one caller at a time.
         self._idle: list[Any] = []
 
-    def __call__(self, *commands: tuple[str | bytes | int, ...]) -> list[Any]:
+    def __call__(self, *commands: tuple[str | bytes | int, ...], timeout_s: float | None = None) -> list[Any]:
         try:
             connection = self._idle.pop()
         except IndexError:
             connection = self.pool.get_connection()
         try:
-            connection.send_packed_command([b"".join(map(_pack_command, commands))])
-            replies = [connection.read_response() for _ in commands]
+            if timeout_s is None or timeout_s >= self.socket_timeout_s:
+                connection.send_packed_command([b"".join(map(_pack_command, commands))])
+                replies = [connection.read_response() for _ in commands]
+            else:
+                replies = self._bounded(connection, commands, timeout_s)
         except BaseException:
             connection.disconnect()  # a half-read reply would garble the next command; it reconnects when used
             raise
@@ -119,6 +135,20 @@ class RoundTrip:
             if isinstance(reply, redis.ResponseError):
                 raise reply
         return replies
+
+    @staticmethod
+    def _bounded(connection: Any, commands: tuple[tuple[str | bytes | int, ...], ...], timeout_s: float) -> list[Any]:
+        until = time.monotonic() + timeout_s
+        connect_timeout = connection.socket_connect_timeout
+        connection.socket_connect_timeout = timeout_s
+        try:
+            connection.connect()  # at once when connected; else within the time left (no handshake, see connect)
+            connection.send_packed_command([b"".join(map(_pack_command, commands))])
+            return [connection.read_response(timeout=max(until - time.monotonic(), 1e-4)) for _ in commands]
+        except redis.TimeoutError as exc:
+            raise CutShort(f"no answer within the {timeout_s * 1000:.1f} ms the deadline left") from exc
+        finally:
+            connection.socket_connect_timeout = connect_timeout
 
 
 class RedisOnlineStore(OnlineStore):
@@ -131,7 +161,14 @@ class RedisOnlineStore(OnlineStore):
         self.breaker = breaker or CircuitBreaker(config.retry_after_ms / 1000.0)
         self.round_trip = RoundTrip(client)
 
-    def read(self, customer_id: str, now: float, also: str | None = None, history_s: float = 0.0) -> CustomerRecord:
+    def read(
+        self,
+        customer_id: str,
+        now: float,
+        also: str | None = None,
+        history_s: float = 0.0,
+        timeout_s: float | None = None,
+    ) -> CustomerRecord:
         if self.breaker.open:
             raise FeatureStoreUnavailable("feature store skipped after a recent failure")
         # Only as far back as the rules' counters look: the common read carries no history at all.
@@ -143,7 +180,9 @@ class RedisOnlineStore(OnlineStore):
         if also:
             commands.append(("GET", also))
         try:
-            profile_flat, history, *rest = self.round_trip(*commands)
+            profile_flat, history, *rest = self.round_trip(*commands, timeout_s=timeout_s)
+        except CutShort as exc:
+            raise FeatureStoreUnavailable(f"feature store read cut short: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
             self.breaker.failed()
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc

@@ -250,9 +250,7 @@ class PopulationRun:
             decision_log=self.decision_log,
             # Feature contributions only word the explanation; skipping them changes no ranking. No exploration:
             # a what-if compares strategies, and random first actions would blur the difference.
-            limits=FlowLimits(
-                feature_max_age_s=PROFILE_MAX_AGE_S, explain_top_features=0, store_timeout_s=0.0, exploration_share=0.0
-            ),
+            limits=FlowLimits(feature_max_age_s=PROFILE_MAX_AGE_S, explain_top_features=0, exploration_share=0.0),
             clock=lambda: now,
         )
         self.now = now

@@ -65,7 +65,7 @@ def offline_flow(strategy: Strategy, log: MemoryDecisionLog, customers: list[str
         schema=SCHEMA,
         strategy=strategy,
         decision_log=log,
-        limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3, store_timeout_s=0.0),
+        limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3),
         clock=lambda: NOW,
     )
 

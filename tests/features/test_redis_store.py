@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -99,3 +101,27 @@ def test_unreachable_redis_fails_fast_and_then_is_skipped(tmp_path: Path) -> Non
     with pytest.raises(FeatureStoreUnavailable, match="skipped after a recent failure"):
         store.read("c1", time.time())
     assert time.monotonic() - started < 0.5
+
+
+def test_a_read_cut_short_by_the_callers_deadline_does_not_open_the_breaker(tmp_path: Path) -> None:
+    """A stopped Redis (SIGSTOP: connections taken, nothing answered). A read given less time than the store's
+    timeout fails as unavailable but opens no breaker: the next caller, with more time, still tries Redis. A
+    read that waited the store's own timeout does open it."""
+    server = RedisServer(tmp_path / "redis").start()
+    config = RedisStoreConfig(url=server.url, timeout_ms=300, retry_after_ms=60_000)
+    store = RedisOnlineStore(connect(config), config)
+    store.write_profiles([{"customer_id": "c1", "tier": "gold"}], written_at=time.time())
+    assert store.read("c1", time.time(), timeout_s=0.2).raw == {"tier": "gold"}  # bounded, and in time
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(FeatureStoreUnavailable, match="cut short"):
+            store.read("c1", time.time(), timeout_s=0.05)
+        assert not store.breaker.open
+        with pytest.raises(FeatureStoreUnavailable, match="read failed"):
+            store.read("c1", time.time(), timeout_s=1.0)  # longer than the store's timeout: that one applies
+        assert store.breaker.open
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        store.client.close()
+        server.stop()

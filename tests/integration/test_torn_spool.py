@@ -7,6 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from decision.pb import decision_pb2 as pb
@@ -36,6 +37,30 @@ def test_a_service_starts_on_a_torn_spool_and_replays_its_good_lines(
         assert all(logged(redis_client, f"spooled-{i}") for i in ids)
     assert spool.read_bytes() == b""
     assert spool.with_name(spool.name + ".rejected").read_bytes() == TORN + b"\n"
+
+
+def test_the_letters_of_a_spooled_decision_are_sent_when_it_is_replayed(
+    stub, redis_client, loaded_redis, demo_model_dir, tmp_path: Path
+) -> None:
+    """A decision answered while Redis was down is spooled with its follow-ups (a letter the customer was told
+    of); its replay puts them on the follow-ups stream as its commit would have. They were once dropped there."""
+    from decision.app import Service
+
+    # No flight: the upgrade has no pool, so the gold member's recovery and its apology letter, and no seat.
+    reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK), timeout=5)
+    assert [f.kind for f in reply.follow_ups] == ["apology_letter"]
+    decision = orjson.loads(redis_client.get(f"nba:decision:{reply.decision_id}"))
+    decision["decision_id"] = spooled = f"spooled-{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "data"
+    data.mkdir()
+    spool_path(data).write_bytes(orjson.dumps({"decision": decision, "inputs": {}}) + b"\n")
+
+    with Service.start(service_settings(loaded_redis.url, demo_model_dir, data)):
+        assert logged(redis_client, spooled)
+    letters = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrange("nba:log:follow-ups")]
+    assert [(letter["kind"], letter["action_id"]) for letter in letters if letter["decision_id"] == spooled] == [
+        (f.kind, f.action_id) for f in reply.follow_ups
+    ]
 
 
 def test_a_committed_decision_is_answered_whatever_the_spool_holds(stub, service, redis_client) -> None:
