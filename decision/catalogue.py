@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from decision.domain import Touchpoint
+from decision.validation import ACTION_ID
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_CATALOGUE_PATH = RULES_DIR / "actions.yaml"
@@ -136,6 +137,10 @@ class Catalogue:
 
 def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
     where = f"{path.name}: action {action_id!r}"
+    if not ACTION_ID.fullmatch(str(action_id)):
+        raise CatalogueError(
+            f"{where}: an action id is 1-64 letters, digits, '_', '.' or '-' (callers send it back with outcomes)"
+        )
     if not isinstance(spec, dict):
         raise CatalogueError(f"{where}: expected a mapping")
     unknown = sorted(set(map(str, spec)) - set(_ACTION_KEYS))

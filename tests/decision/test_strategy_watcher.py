@@ -145,6 +145,10 @@ def test_a_policy_directory_swapped_by_a_symbolic_link_goes_live(tmp_path: Path,
             "actions.yaml: action 'upgrade_first_class': capacity.units must be a whole number >= 0, got -1",
         ),
         (
+            lambda text: text.replace("  upgrade_first_class:", "  upgrade first class:", 1),
+            "actions.yaml: action 'upgrade first class': an action id is 1-64 letters, digits, '_', '.' or '-'",
+        ),
+        (
             lambda text: text.replace("default_max_actions: 3", "default_max_actions: lots", 1),
             "actions.yaml: default_max_actions must be a whole number 1-20, got 'lots'",
         ),
