@@ -4,6 +4,8 @@ and HTTP/JSON server (the teller screen among its pages), both over the same flo
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,7 +159,11 @@ class Service:
                     settings.http_port,
                     reuse_port=shared,
                 )
-            store_health = StoreHealth(redis_url, lambda reachable: server.set_degraded(not reachable))
+            store_health = StoreHealth(
+                redis_url,
+                lambda reachable: server.set_degraded(not reachable),
+                key=f"{config.key_prefix}health:{socket.gethostname()}:{os.getpid()}",
+            )
             server.start()
             store_health.start()
             if http is not None:

@@ -1,8 +1,10 @@
 """Whether this server process can store decisions, as the gRPC health service reports it.
 
-A background thread PINGs the process's Redis every ``interval_s`` (and whenever told to, e.g. by the embedded
-Redis's watchdog the moment that process died); each change is passed to ``report``: ``True`` while Redis
-answers, ``False`` while it does not. ``decision.app`` wires it to ``GrpcServer.set_degraded``.
+A background thread writes a short-lived key of its own to the process's Redis every ``interval_s`` (and whenever
+told to, e.g. by the embedded Redis's watchdog the moment that process died); each change is passed to ``report``:
+``True`` while Redis takes the write, ``False`` while it does not. A write, not a PING: a Redis that is full
+(maxmemory, noeviction) or read-only still answers PING, and stores no decision. ``decision.app`` wires it to
+``GrpcServer.set_degraded``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ class StoreHealth:
     """Pings Redis from one thread and reports when it stops or starts answering; see the module docstring."""
 
     def __init__(
-        self, redis_url: str, report: Callable[[bool], None], interval_s: float = 0.5, timeout_s: float = 1.0
+        self,
+        redis_url: str,
+        report: Callable[[bool], None],
+        key: str = "nba:health",
+        interval_s: float = 0.5,
+        timeout_s: float = 1.0,
     ) -> None:
         # Its own client and connection: the decisions' short timeouts and circuit breaker are theirs.
         self.client = redis.Redis.from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
         )
         self.report = report
+        self.key = key
         self.interval_s = interval_s
         self.reachable: bool | None = None
         self._check_lock = threading.Lock()
@@ -42,10 +50,11 @@ class StoreHealth:
         return self
 
     def check(self) -> bool:
-        """PING now and report a change; one check at a time, so the last one reported is the latest seen."""
+        """Write now and report a change; one check at a time, so the last one reported is the latest seen."""
         with self._check_lock:
             try:
-                reachable = bool(self.client.ping())
+                # Gone a moment after the checks stop: one small key per server process, never more.
+                reachable = bool(self.client.set(self.key, "1", px=max(int(self.interval_s * 4000), 1000)))
             except (redis.RedisError, OSError):
                 reachable = False
             if reachable != self.reachable:
@@ -53,7 +62,7 @@ class StoreHealth:
                     log.log(
                         logging.INFO if reachable else logging.WARNING,
                         "Redis %s: health %s",
-                        "answers again" if reachable else "does not answer",
+                        "takes writes again" if reachable else "takes no writes",
                         "SERVING" if reachable else "NOT_SERVING",
                     )
                 self.reachable = reachable
@@ -61,7 +70,7 @@ class StoreHealth:
             return reachable
 
     def check_soon(self) -> None:
-        """Check now rather than at the next interval (from another thread, without waiting for the PING)."""
+        """Check now rather than at the next interval (from another thread, without waiting for the write)."""
         self._wake.set()
 
     def _run(self) -> None:

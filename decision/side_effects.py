@@ -296,6 +296,8 @@ class RedisDecisionLog(DecisionLog):
         # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
         self.breaker = breaker
         self.writer = BackgroundWriter(self._write_batch)
+        self._replaying = threading.Lock()
+        self._replayer: threading.Thread | None = None
 
     def decision_key(self, decision_id: str) -> str:
         return f"{self.prefix}decision:{decision_id}"
@@ -308,7 +310,14 @@ class RedisDecisionLog(DecisionLog):
     def pending(self, decision_id: str) -> Decision | None:
         return self.writer.waiting.get(decision_id)
 
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every decision answered so far is written (or spooled) and a spool replay under way ended."""
+        self.writer.flush(timeout_s)
+        if self._replayer is not None:
+            self._replayer.join(timeout_s)
+
     def close(self) -> None:
+        self.flush(30.0)
         self.writer.close()
 
     def commit(
@@ -358,7 +367,7 @@ class RedisDecisionLog(DecisionLog):
             return Committed(decision_from_json(reply[1]), replayed=True)
         if status == 2:
             return Committed(decision, sold_out=claims[int(reply[1]) - 1])
-        self._replay_spool()
+        self._replay_soon()
         return Committed(decision)
 
     def _write_batch(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
@@ -371,7 +380,7 @@ class RedisDecisionLog(DecisionLog):
             log.warning("%d decisions spooled, the log is unavailable: %s", len(batch), exc)
             self._spool(batch)
             return
-        self._replay_spool()
+        self._replay_soon()
 
     def _store(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         """Log decisions without side effects in one round trip: each one's key (for outcomes and retries), its
@@ -407,7 +416,7 @@ class RedisDecisionLog(DecisionLog):
         if self.spool is not None:
             for decision, inputs in batch:
                 try:
-                    self.spool.append(orjson.dumps({"decision": decision, "inputs": inputs}))
+                    self.spool.append(orjson.dumps({"decision": decision, "inputs": inputs}), decision.decision_id)
                 except (SpoolFull, OSError) as exc:
                     log.error(
                         "decision %s NOT logged (%d so far): Redis is unavailable and %s",
@@ -416,17 +425,25 @@ class RedisDecisionLog(DecisionLog):
                         exc,
                     )
 
-    def _replay_spool(self) -> None:
-        """Redis answers again: move what was spooled while it was down into the stream.
+    def _replay_soon(self) -> None:
+        """After a commit: replay the spool on a thread of its own, so the commit's answer never waits for it."""
+        if self.spool is not None and self.spool.pending and not self._replaying.locked():
+            self._replayer = threading.Thread(target=self._replay_spool, name="spool-replay", daemon=True)
+            self._replayer.start()
 
-        Never raises: it runs after a commit that succeeded, whose answer must stand whatever the spool holds."""
-        if self.spool is None or not self.spool.pending:
+    def _replay_spool(self) -> None:
+        """Redis answers again: move what was spooled while it was down into the stream, one replay at a time.
+
+        Never raises: it runs after a write that succeeded, whose answer must stand whatever the spool holds."""
+        if self.spool is None or not self.spool.pending or not self._replaying.acquire(blocking=False):
             return
         try:
             # The same writes as a batch: an outcome for a spooled decision finds it once it is replayed.
             self.spool.replay(self._store)
         except Exception:  # the spool stays as it is, for the next replay
             log.exception("spooled decisions not replayed yet; they stay in %s", self.spool.path.name)
+        finally:
+            self._replaying.release()
 
     def replay_spool_files(self, data_dir: Path) -> int:
         """Write every spool file under ``data_dir`` to the log: whatever an earlier run left, with however many
@@ -444,6 +461,8 @@ class RedisDecisionLog(DecisionLog):
         except (redis.RedisError, OSError) as exc:
             raise DecisionLogUnavailable(f"decision log read failed: {exc}") from exc
         if stored is None:
+            if self.spool is not None and decision_id in self.spool.holds:
+                raise DecisionLogUnavailable("the decision waits in this server's spool until Redis takes writes")
             raise DecisionNotFound(decision_id)
         return decision_from_json(stored)
 
@@ -704,6 +723,9 @@ class DecisionSpool:
         self.fsync = fsync
         self.max_bytes = max_bytes
         self.dropped = 0
+        # The decisions appended since the file was last emptied: an outcome for one of them must be told to
+        # retry, not that the decision is unknown. At most the cap's worth (~5 KB of file per decision).
+        self.holds: set[str] = set()
         self._synced_at = 0.0
         self._lock = threading.Lock()
 
@@ -715,7 +737,7 @@ class DecisionSpool:
     def pending(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
-    def append(self, record: bytes) -> None:
+    def append(self, record: bytes, decision_id: str = "") -> None:
         """Add one decision's line; raise SpoolFull when the file would pass its cap."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -732,6 +754,8 @@ class DecisionSpool:
                 if self.fsync == "always" or now - self._synced_at >= 1.0:
                     os.fsync(spool.fileno())
                     self._synced_at = now
+            if decision_id:
+                self.holds.add(decision_id)
 
     def replay(self, store: Callable[[Sequence[tuple[Decision, Inputs]]], None], chunk: int = 256) -> int:
         """Write spooled decisions with ``store``, ``chunk`` at a time; the file is emptied only once every entry
@@ -765,6 +789,7 @@ class DecisionSpool:
                     len(batch),
                 )
             self.path.write_bytes(b"")
+            self.holds.clear()
             return len(batch)
 
 

@@ -3,7 +3,9 @@ readable line is replayed, the torn bytes are kept aside, and a committed decisi
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import orjson
 import pytest
 
 from decision.pb import decision_pb2 as pb
-from decision.side_effects import DecisionSpool, SpoolFull, spool_path
+from decision.side_effects import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
+from features.redis_store import RedisStoreConfig, connect
 from tests.conftest import service_settings
 from tests.integration.test_workers import a_spooled_decision, logged
 
@@ -77,9 +80,42 @@ def test_a_committed_decision_is_answered_whatever_the_spool_holds(stub, service
         timeout=5,
     )
     assert reply.actions[0].action_id == "upgrade_first_class" and not reply.degraded
+    service.flow.decision_log.flush()  # the commit starts the replay, off the request's thread
     assert logged(redis_client, f"spooled-{spooled}")
     assert spool.read_bytes() == b""
     assert TORN in spool.with_name(spool.name + ".rejected").read_bytes()
+
+
+def test_a_commit_is_answered_without_waiting_for_the_spool_replay_it_starts(
+    stub, redis_client, loaded_redis, tmp_path: Path, monkeypatch
+) -> None:
+    """A decision written before it is answered (here: a letter) starts the replay of what was spooled while
+    Redis was down; that replay, as long as a full spool takes, once ran on the request's thread."""
+    reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK), timeout=5)
+    assert reply.follow_ups
+    letter = decision_from_json(redis_client.get(f"nba:decision:{reply.decision_id}"))
+    config = RedisStoreConfig(url=loaded_redis.url)
+    decision_log = RedisDecisionLog(connect(config), 3600, 86_400.0, spool_path=tmp_path / "spool.jsonl")
+    assert decision_log.spool is not None
+    spooled = f"spooled-{uuid.uuid4().hex[:8]}"
+    decision_log.spool.append(a_spooled_decision(stub, redis_client, spooled.removeprefix("spooled-")), spooled)
+    replay_may_go = threading.Event()
+    store = decision_log._store
+    monkeypatch.setattr(decision_log, "_store", lambda batch: (replay_may_go.wait(30), store(batch)))
+
+    committed: list[Committed] = []
+    commit = threading.Thread(
+        target=lambda: committed.append(
+            decision_log.commit(dataclasses.replace(letter, decision_id=uuid.uuid4().hex), [], {})
+        )
+    )
+    commit.start()
+    commit.join(timeout=10)
+    answered_during_the_replay = bool(committed)
+    replay_may_go.set()
+    decision_log.close()
+    assert answered_during_the_replay, "the commit waited for the spool's replay"
+    assert logged(redis_client, spooled) and not decision_log.spool.pending
 
 
 def test_an_append_after_a_torn_tail_starts_a_fresh_line(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_a_server_process_replays_its_own_spool_and_no_other(
             pb_grpc.DecisionServiceStub(channel).Decide(
                 pb.DecideRequest(customer_id="cust-000001", touchpoint=pb.WEB), timeout=10
             )
-        worker.flow.decision_log.writer.flush()  # its first write to the log replays its spool
+        worker.flow.decision_log.flush()  # its first write to the log replays its spool
         assert logged(redis_client, "spooled-own-1")
     assert not logged(redis_client, "spooled-other-0")
     assert (data / "decision-spool-0.jsonl").read_bytes() == others  # process 0's, for process 0
