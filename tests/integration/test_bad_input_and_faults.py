@@ -237,7 +237,8 @@ def test_slow_redis_degrades_instead_of_waiting(own_service):
         stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB), timeout=5)  # warm
         sleeper.start()
         time.sleep(0.1)
-        started = time.monotonic()
+        # Each within its deadline (gRPC enforces it); once a call (the first, or the log's writer) waited out
+        # the Redis timeout, the others skip Redis instead of each waiting for it.
         replies = [
             stub.Decide(
                 pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB, request_id=uuid.uuid4().hex),
@@ -245,11 +246,10 @@ def test_slow_redis_degrades_instead_of_waiting(own_service):
             )
             for _ in range(5)
         ]
-        elapsed = time.monotonic() - started
     sleeper.join()
     blocker.close()
     assert all(r.degraded for r in replies)
-    assert elapsed < 1.0, f"5 decisions took {elapsed:.2f}s while Redis slept"
+    assert all("skipped after a recent failure" in r.degraded_reason for r in replies[1:])
 
 
 @pytest.mark.parametrize("request_id", ["has spaces", "x" * 129, "défaut"])
