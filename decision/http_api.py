@@ -314,6 +314,7 @@ class HttpServer:
             app,
             http=limited_protocol(budget.max_connections, read_timeout_s),
             backlog=budget.backlog,
+            ws="none",  # no WebSocket routes; an upgrade would also take the connection from the read timeout
             log_config=None,
             access_log=False,
             lifespan="off",
