@@ -6,7 +6,8 @@ process whose soft open-files limit was 1024, and its gRPC side lost the Redis c
 needed (decisions degraded, some logged nowhere). uvicorn has a keep-alive timeout but no read timeout, so its h11
 protocol is extended here:
 
-- a connection beyond the cap is answered 503 at once, before anything of it is read, and closed;
+- a connection beyond the cap is answered 503 at once, before anything of it is read, and closed (a client that
+  had sent bytes gets a reset after the answer: the kernel resets a socket closed with unread bytes);
 - a request whose headers and body have not all arrived within the read timeout (counted from its first byte, or
   from the connection's opening) is answered 408 and its connection closed.
 
@@ -111,16 +112,19 @@ def limited_protocol(max_connections: int, read_timeout_s: float) -> type[asynci
 def raise_open_files_limit() -> int:
     """Raise this process's soft limit of open files to its hard limit (the soft one is often 1024, whatever the
     machine allows); returns the soft limit now in force."""
+    unlimited = 1 << 20  # what no limit amounts to: Linux's default fs.nr_open
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("open-files limit left at %d (raising it to %d failed: %s)", soft, wanted, exc)
-            return soft
-        return wanted
-    return soft
+    if soft == resource.RLIM_INFINITY:
+        return unlimited
+    wanted = unlimited if hard == resource.RLIM_INFINITY else hard
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open-files limit left at %d (raising it to %d failed: %s)", soft, wanted, exc)
+        return soft
+    return wanted
 
 
 @dataclass(frozen=True)
