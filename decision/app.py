@@ -17,6 +17,7 @@ from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
 from decision.health import StoreHealth
 from decision.http_api import HttpServer, create_app
+from decision.http_limits import connection_budget, raise_open_files_limit
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog, spool_path
@@ -127,6 +128,8 @@ class Service:
     def start(cls, settings: Settings, worker: int | None = None) -> Service:
         """Serve in this process. ``worker`` is set in the processes ``decision.workers`` starts: they share the
         ports (SO_REUSEPORT) and the supervisor's Redis, and replay nothing but their own spool."""
+        # Often 1024 by default: HTTP clients that hold their connections would take the descriptors gRPC needs.
+        open_files = raise_open_files_limit()
         embedded = None
         store_health: StoreHealth | None = None
         redis_url = settings.redis_url
@@ -157,6 +160,8 @@ class Service:
                     create_app(api, settings.http_deadline_ms / 1000.0, pages),
                     settings.host,
                     settings.http_port,
+                    connection_budget(settings.http_max_connections, open_files),
+                    settings.http_read_timeout_s,
                     reuse_port=shared,
                 )
             store_health = StoreHealth(

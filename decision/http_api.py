@@ -30,12 +30,13 @@ from google.protobuf.message import Message
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from decision import validation
 from decision.errors import DecisionError, InvalidArgument
+from decision.http_limits import ConnectionBudget, limited_protocol
 from decision.openapi import openapi_document
 from decision.pb import decision_pb2 as pb
 from decision.server import MAX_MESSAGE_BYTES, DecisionApi
@@ -230,6 +231,8 @@ class HttpApi:
             reply = await run_in_threadpool(method, message)
         except DecisionError as exc:
             return error_response(exc.status, exc.message)
+        except ClientDisconnect:  # gone (or timed out, see decision.http_limits) before its body was in
+            return Response(status_code=400)  # nobody reads it
         except Exception:
             name = message_type.DESCRIPTOR.name.removesuffix("Request")
             log.exception("HTTP %s failed", name)
@@ -280,9 +283,19 @@ def create_app(api: DecisionApi, deadline_s: float, pages: Sequence[BaseRoute] =
 class HttpServer:
     """uvicorn serving an ASGI app on its own thread; the socket is bound at construction, so the port is known.
 
-    ``reuse_port`` lets several processes bind the same port (``nba serve --workers N``)."""
+    At most ``budget.max_connections`` connections are served at once, and a request must arrive whole within
+    ``read_timeout_s`` (``decision.http_limits``). ``reuse_port`` lets several processes bind the same port
+    (``nba serve --workers N``)."""
 
-    def __init__(self, app: Starlette, host: str, port: int, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        host: str,
+        port: int,
+        budget: ConnectionBudget,
+        read_timeout_s: float,
+        reuse_port: bool = False,
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP, not create_server's 0: asyncio sets TCP_NODELAY on accepted connections only when the
         # listening socket says TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
@@ -297,7 +310,16 @@ class HttpServer:
             raise
         self.host = host
         self.port: int = self.socket.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False)
+        config = uvicorn.Config(
+            app,
+            http=limited_protocol(budget.max_connections, read_timeout_s),
+            backlog=budget.backlog,
+            ws="none",  # no WebSocket routes; an upgrade would also take the connection from the read timeout
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.socket]}, name="http", daemon=True

@@ -105,10 +105,13 @@ def _operation(
             },
             "400": error("INVALID_ARGUMENT: bad input; the message names the field and what is accepted."),
             "404": error("NOT_FOUND: e.g. an outcome for an unknown or expired decision."),
+            "408": error("DEADLINE_EXCEEDED: the request did not arrive whole within NBA_HTTP_READ_TIMEOUT_S."),
             "409": error("FAILED_PRECONDITION: e.g. a change of an outcome already accepted or declined."),
             "413": error("The request body is larger than the service accepts."),
             "500": error("INTERNAL: an unexpected failure, logged with its traceback."),
-            "503": error("UNAVAILABLE: a dependency failed and nothing was stored; retry."),
+            "503": error(
+                "UNAVAILABLE: a dependency failed and nothing was stored, or too many HTTP connections are open; retry."
+            ),
         },
     }
 

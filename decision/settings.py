@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     http_deadline_ms: float = Field(1000.0, gt=0)
     """Deadline of an HTTP decision (gRPC callers set their own): Redis calls are bounded by what is left of it."""
 
+    http_max_connections: int = Field(1000, ge=1)
+    """Most HTTP connections open at once in a server process; one more is answered 503 and closed at once, so slow
+    or idle HTTP clients cannot take the file descriptors gRPC and Redis need. The process's open-files limit is
+    raised to its hard limit at start; a cap over half of what that leaves beyond 256 is lowered, with a warning."""
+
+    http_read_timeout_s: float = Field(10.0, gt=0)
+    """A request's headers and body must have arrived this many seconds after its first byte (or after the
+    connection opened), else it is answered 408 and its connection closed: a client that sends part of a request,
+    then nothing, does not hold its connection for longer."""
+
     redis_url: str = ""
     """Redis URL of the feature store and decision log. Empty starts an embedded Redis server under data_dir."""
 
