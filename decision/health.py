@@ -2,9 +2,10 @@
 
 A background thread writes a short-lived key of its own to the process's Redis every ``interval_s`` (and whenever
 told to, e.g. by the embedded Redis's watchdog the moment that process died); each change is passed to ``report``:
-``True`` while Redis takes the write, ``False`` while it does not. A write, not a PING: a Redis that is full
-(maxmemory, noeviction) or read-only still answers PING, and stores no decision. ``decision.app`` wires it to
-``GrpcServer.set_degraded``.
+``True`` while Redis takes the write and has room, ``False`` while it does not. A write, not a PING: a read-only
+Redis still answers PING, and stores no decision. Room, not only the write: a Redis at its maxmemory (noeviction)
+refuses a decision's writes while a small key still fits, so less than ROOM_BYTES left counts as full.
+``decision.app`` wires it to ``GrpcServer.set_degraded``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
+
+# Below this much of maxmemory left, Redis counts as full: a few hundred decisions' writes (~5 KB each).
+ROOM_BYTES = 1 << 20
 
 
 class StoreHealth:
@@ -53,8 +57,13 @@ class StoreHealth:
         """Write now and report a change; one check at a time, so the last one reported is the latest seen."""
         with self._check_lock:
             try:
+                pipe = self.client.pipeline(transaction=False)
                 # Gone a moment after the checks stop: one small key per server process, never more.
-                reachable = bool(self.client.set(self.key, "1", px=max(int(self.interval_s * 4000), 1000)))
+                pipe.set(self.key, "1", px=max(int(self.interval_s * 4000), 1000))
+                pipe.info("memory")
+                written, memory = pipe.execute()
+                limit = int(memory.get("maxmemory", 0))
+                reachable = bool(written) and (not limit or limit - int(memory["used_memory"]) >= ROOM_BYTES)
             except (redis.RedisError, OSError):
                 reachable = False
             if reachable != self.reachable:
@@ -62,7 +71,7 @@ class StoreHealth:
                     log.log(
                         logging.INFO if reachable else logging.WARNING,
                         "Redis %s: health %s",
-                        "takes writes again" if reachable else "takes no writes",
+                        "takes writes again" if reachable else "is full or takes no writes",
                         "SERVING" if reachable else "NOT_SERVING",
                     )
                 self.reachable = reachable

@@ -228,6 +228,25 @@ def test_a_full_redis_is_not_healthy_and_the_outcome_of_a_spooled_decision_is_to
     assert receipt.outcome_id and not receipt.duplicate
 
 
+def test_a_redis_nearly_at_its_maxmemory_is_not_healthy(own_service):
+    """64 KB left: a decision's writes (~5 KB each, with their scripts' buffers) are refused within a few, while
+    a small key still fits, so a write alone would find it healthy."""
+    service, server = own_service
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    with grpc.insecure_channel(service.grpc.target) as channel:
+        assert overall_health(channel, SERVING) == SERVING
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 64 * 1024)
+        try:
+            assert client.set("a-small-key", "1")
+            assert overall_health(channel, NOT_SERVING) == NOT_SERVING
+        finally:
+            client.config_set("maxmemory", 0)
+        assert overall_health(channel, SERVING) == SERVING
+    client.close()
+
+
 def test_slow_redis_degrades_instead_of_waiting(own_service):
     service, server = own_service
     blocker = redis.Redis.from_url(server.url)
