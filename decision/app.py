@@ -15,7 +15,7 @@ import redis
 from decision.catalogue import Catalogue
 from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
-from decision.health import StoreHealth
+from decision.health import StoreHealth, memory_policy_problems
 from decision.http_api import HttpServer, create_app
 from decision.http_limits import connection_budget, raise_open_files_limit
 from decision.server import DecisionApi, DecisionServicer, GrpcServer
@@ -140,12 +140,15 @@ class Service:
                 fsync=settings.redis_fsync,
                 restart=True,
                 on_change=lambda up: check_now(store_health),
+                maxmemory_mb=settings.redis_maxmemory_mb,
             ).start()
             redis_url = embedded.url
             log.info("embedded Redis started at %s", redis_url)
         try:
             config = store_config(settings, redis_url)
             client = connect(config)
+            for problem in memory_policy_problems(client):
+                log.warning("Redis: %s (see NBA_REDIS_MAXMEMORY_MB in decision/settings.py)", problem)
             models = model_source(settings, FeatureSchema.load(settings.schema_path))
             flow = build_flow(settings, client, config, models, worker)
             if worker is None and isinstance(flow.decision_log, RedisDecisionLog):

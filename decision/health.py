@@ -95,3 +95,21 @@ class StoreHealth:
         if self._thread.is_alive():
             self._thread.join()
         self.client.close()
+
+
+def memory_policy_problems(client: redis.Redis) -> list[str]:
+    """What is wrong with a Redis's memory settings for the service, as far as it lets us see (a managed Redis may
+    refuse CONFIG: then nothing is said). Every key the service writes is state it cannot lose, so the one safe
+    policy is noeviction: a volatile-* policy evicts decisions and seat pools (they expire), an allkeys-* one
+    anything; without a maxmemory, Redis grows until the machine runs out."""
+    try:
+        config = client.config_get("maxmemory*")
+    except (redis.RedisError, OSError):
+        return []
+    problems = []
+    policy = str(config.get("maxmemory-policy", "noeviction"))
+    if policy != "noeviction":
+        problems.append(f"maxmemory-policy is {policy}: at its limit Redis evicts the service's state; use noeviction")
+    if str(config.get("maxmemory", "0")) == "0":
+        problems.append("maxmemory is 0 (no limit): Redis grows until the machine runs out of memory")
+    return problems

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     acknowledged outcome lost even on power loss, at the cost of a disk flush per write); "everysec" may lose the last
     second on power loss, never on a crash of the service or of Redis itself."""
 
+    redis_maxmemory_mb: float = Field(1024.0, ge=0)
+    """The embedded Redis's memory limit (0: none). At the limit it refuses writes and evicts nothing (noeviction):
+    decisions degrade and are spooled, outcomes answer UNAVAILABLE, health is NOT_SERVING. Your own Redis: set a
+    maxmemory and maxmemory-policy noeviction yourself (the service warns at start when it can see otherwise)."""
+
     spool_max_mb: float = Field(256.0, gt=0)
     """Largest size of a server process's spool file (decisions kept on local disk while Redis is down, ~5 KB
     each). A decision that does not fit is not logged: it is counted and logged as an error."""

@@ -134,7 +134,9 @@ class Supervisor:
         try:
             if not self.redis_url:
                 redis_dir = Path(settings.data_dir) / "redis"
-                self.embedded_redis = RedisServer(redis_dir, fsync=settings.redis_fsync, restart=True).start()
+                self.embedded_redis = RedisServer(
+                    redis_dir, fsync=settings.redis_fsync, restart=True, maxmemory_mb=settings.redis_maxmemory_mb
+                ).start()
                 self.redis_url = self.embedded_redis.url
                 log.info("embedded Redis started at %s", self.redis_url)
             self._replay_earlier_spools()

@@ -117,6 +117,7 @@ class RedisServer:
     """Starts ``redis-server`` on 127.0.0.1 and stops it; usable as a context manager.
 
     ``fsync`` is Redis' appendfsync: "everysec" (default) or "always" (every write on disk before the reply).
+    ``maxmemory_mb``: the most memory it may use (0: no limit); at the limit it refuses writes (noeviction).
     ``restart``: restart it when it dies (the embedded Redis of the service); tests that stop Redis on purpose
     leave it off. ``on_change`` is told ``False`` when the process died and ``True`` when a restart answers.
     """
@@ -128,8 +129,10 @@ class RedisServer:
         fsync: str = "everysec",
         restart: bool = False,
         on_change: Callable[[bool], None] | None = None,
+        maxmemory_mb: float = 0.0,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.maxmemory_mb = maxmemory_mb
         self.port = port or free_port()
         self.fsync = fsync
         self.restart = restart
@@ -256,6 +259,10 @@ class RedisServer:
             "--daemonize", "no",
             "--pidfile", str(self.pidfile.resolve()),
             "--logfile", str(log_path.resolve()),
+            # Full means refusing writes (the service degrades, health says so), never evicting a decision, an
+            # outcome marker or a seat pool: every key the service writes is state it cannot lose.
+            "--maxmemory", str(int(self.maxmemory_mb * (1 << 20))),
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if sys.platform.startswith("linux"):
             command = [sys.executable, "-I", "-S", "-c", _LAUNCH_WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *command]
