@@ -63,8 +63,6 @@ class Eligible:
     fallbacks: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Actions a fallback may bring in: applicable here and not excluded (contact policy does not hold them back).
     standby: dict[str, Action] = field(default_factory=dict)
-    # Held back by the offer limit in the latest ranking (see limit_offers).
-    held_back: list[Suppression] = field(default_factory=list)
 
     def drop(self, action_ids: set[str], reason_code: str, source: str) -> None:
         """Remove actions that cannot be given after all (sold out); their fallbacks, if any, step in."""
@@ -91,12 +89,13 @@ class Eligible:
                 reasons.insert(len(reasons) if code == RECOVERY_FALLBACK else 0, code)
         self.rules_fired.append(RuleFired(rule_id, "require", otherwise, RECOVERY_FALLBACK))
 
-    def limit_offers(self, ranking: Sequence[Ranked]) -> list[Ranked]:
-        """The ranking within the contact policy's offer limit; mandatory actions are never held back."""
-        self.held_back = []
+    def limit_offers(self, ranking: Sequence[Ranked]) -> tuple[list[Ranked], list[Suppression]]:
+        """The ranking within the contact policy's offer limit, and the offers it held back; mandatory actions
+        are never held back."""
         if self.offer_limit is None:
-            return list(ranking)
-        kept, room = [], self.offer_limit.remaining
+            return list(ranking), []
+        limit = self.offer_limit
+        kept, held_back, room = [], [], limit.remaining
         for ranked in ranking:
             if ranked.mandatory:
                 kept.append(ranked)
@@ -104,9 +103,8 @@ class Eligible:
                 kept.append(ranked)
                 room -= 1
             else:
-                limit = self.offer_limit
-                self.held_back.append(Suppression(ranked.action.action_id, limit.reason_code, limit.rule_id))
-        return kept
+                held_back.append(Suppression(ranked.action.action_id, limit.reason_code, limit.rule_id))
+        return kept, held_back
 
 
 class EligibilityPolicy:

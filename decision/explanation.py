@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,8 @@ import yaml
 
 from decision.arbitration import Ranked
 from decision.catalogue import Action
-from decision.domain import FeatureContribution, FollowUp, OpenItem, Touchpoint
-from decision.eligibility import WantedFollowUp
+from decision.domain import ChannelAdvice, FeatureContribution, FollowUp, OpenItem, Touchpoint
+from decision.eligibility import Eligible, WantedFollowUp
 from features.schema import Feature, FeatureSchema
 
 _SECTIONS = ("greeting", "reasons", "continuity", "continuity_customer", "incidents", "channels", "follow_ups")
@@ -150,6 +151,20 @@ class _Stage(Mapping[str, str]):
         return 0
 
 
+@dataclass(frozen=True)
+class Narration:
+    """Every text of one decision, in the customer's language: what the touchpoint shows, says or reads out."""
+
+    language: str
+    greeting: str
+    text: str
+    messages: tuple[str, ...]  # each ranked action's own, in rank order
+    top_features: tuple[FeatureContribution, ...]
+    channel: ChannelAdvice
+    follow_ups: tuple[FollowUp, ...]
+    open_items: tuple[OpenItem, ...]
+
+
 class NarratorError(ValueError):
     """The messages file is invalid; the message names the file and the section."""
 
@@ -194,6 +209,41 @@ class Narrator:
         for key in path:
             node = node[key]
         return str(node.get(language) or node["en"])
+
+    def narrate(
+        self,
+        *,
+        values: Mapping[str, Any],
+        context: Mapping[str, str],
+        touchpoint: Touchpoint,
+        known: bool,
+        eligible: Eligible,
+        ranked: Sequence[Ranked],
+        top_features: Sequence[tuple[str, float]],
+    ) -> Narration:
+        """Every text of a decision, the one entry point the decision flow calls: the greeting, the explanation
+        and each ranked action's message, the model's reasons (``top_features``: name and contribution, best
+        first), the channel advice, the follow-up letters and the open items, in the language the rules chose."""
+        language = eligible.language
+        fields = self.template_values(values, context, language, touchpoint, eligible.channel)
+        greeting = self._greeting(fields, language, known)
+        features = self._contributions(top_features, values, language, touchpoint)
+        text, messages = self._explanation(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
+        channel = ChannelAdvice()
+        if eligible.channel:
+            reason = self._reason_text(eligible.channel_reason, fields, language)
+            channel = ChannelAdvice(eligible.channel, eligible.channel_reason, reason)
+        decided = {r.action.action_id: r.action for r in ranked}
+        return Narration(
+            language=language,
+            greeting=greeting,
+            text=text,
+            messages=tuple(messages),
+            top_features=tuple(features),
+            channel=channel,
+            follow_ups=tuple(self._follow_ups(eligible.follow_ups, decided, fields, language, eligible.channel)),
+            open_items=tuple(self._open_items(values, fields, language, touchpoint)),
+        )
 
     def template_values(
         self,
@@ -240,13 +290,13 @@ class Narrator:
             return self._text("channels", language, channel)
         return channel
 
-    def reason(self, code: str, fields: TemplateFields, language: str) -> str:
+    def _reason_text(self, code: str, fields: TemplateFields, language: str) -> str:
         """The human-readable reason for a reason code; empty when the messages have none."""
         if code in self.texts["reasons"]:
             return self._text("reasons", language, code).format_map(fields)
         return ""
 
-    def open_items(
+    def _open_items(
         self, values: Mapping[str, Any], fields: Mapping[str, str], language: str, touchpoint: Touchpoint
     ) -> list[OpenItem]:
         """Open problems and pending applications, at every touchpoint: the details only where an agent reads."""
@@ -258,11 +308,11 @@ class Narrator:
             if values.get(kind)
         ]
 
-    def greeting(self, fields: Mapping[str, str], language: str, known: bool) -> str:
+    def _greeting(self, fields: Mapping[str, str], language: str, known: bool) -> str:
         kind = "known" if known and fields.get("last_name") else "anonymous"
         return self._text("greeting", language, kind).format_map(fields)
 
-    def contributions(
+    def _contributions(
         self,
         top: Sequence[tuple[str, float]],
         values: Mapping[str, Any],
@@ -280,7 +330,7 @@ class Narrator:
             result.append(FeatureContribution(name, feature.label(language), contribution, shown))
         return result
 
-    def text(
+    def _explanation(
         self,
         ranked: Sequence[Ranked],
         reasons: Mapping[str, Sequence[str]],
@@ -324,7 +374,7 @@ class Narrator:
         filled = fields.extended({"features": labels or top.action.title(language)})
         return self._text("reasons", language, "model_ranked").format_map(filled)
 
-    def follow_ups(
+    def _follow_ups(
         self,
         wanted: Sequence[WantedFollowUp],
         decided: Mapping[str, Action],

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from decision.arbitration import Ranked, arbitrate
 from decision.catalogue import Catalogue
 from decision.domain import (
-    ChannelAdvice,
     Decision,
     DecisionRequest,
     Explanation,
@@ -29,6 +28,7 @@ from decision.domain import (
     OutcomeReceipt,
     PolicyTrace,
     RankedAction,
+    Suppression,
 )
 from decision.eligibility import Eligible
 from decision.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -65,6 +65,23 @@ class FlowLimits:
     exploration_share: float = 0.0
     # Of a caller's deadline, what each Redis call leaves for the rest of the answer (see _time_left).
     deadline_margin_s: float = 0.005
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """What one decision has gathered before it is ranked: its request, features, model and scores."""
+
+    request: DecisionRequest
+    decision_id: str
+    now: float
+    strategy: Strategy
+    scorer: Scorer
+    values: dict
+    known: bool
+    freshness: FeatureFreshness
+    degraded: dict[str, str]
+    propensity: dict[str, float]
+    trace: PolicyTrace
 
 
 class DecisionFlow:
@@ -129,52 +146,58 @@ class DecisionFlow:
 
         # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call,
         # by the customer's arm of a champion/challenger split (the champion when there is none).
-        candidate_ids = [a.action_id for a in eligible.actions]
-        candidate_ids += sorted(
-            {f for f, _, _ in eligible.fallbacks.values() if f in eligible.standby} - set(candidate_ids)
-        )
         arm, scorer = strategy.models.arm(request.customer_id)
-        propensity = dict(zip(candidate_ids, scorer.score(values, candidate_ids).tolist(), strict=True))
-        shadow_version = shadow_choice = ""
-        if (shadow := strategy.models.shadow_scorer) is not None:
-            shadow_version, shadow_choice = shadow.version, self._shadow_choice(shadow, values, eligible)
-
-        request_id = request.request_id or f"auto-{decision_id}"
-        inputs = {"features": dict(record.raw), "context": dict(request.context)}
-        while True:
-            # 4. Arbitration (with exploration's share of random first actions) within the contact policy's
-            # offer limit, 5. explanation.
-            propensities = [propensity[a.action_id] for a in eligible.actions]
-            explored = explore(
-                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts),
-                self.limits.exploration_share,
-                decision_id,
-            )
-            ranking = eligible.limit_offers(explored.ranking)
-            ranked = ranking[: request.max_actions]
-            trace = PolicyTrace(
+        shadow_version, shadow_choice = self._shadow(strategy, values, eligible)
+        draft = _Draft(
+            request=request,
+            decision_id=decision_id,
+            now=now,
+            strategy=strategy,
+            scorer=scorer,
+            values=values,
+            known=record.found,
+            freshness=freshness,
+            degraded=degraded,
+            propensity=self._score(scorer, values, eligible),
+            trace=PolicyTrace(
                 arm=arm,
-                explored=explored.explored,
-                propensity=explored.propensity,
                 exploration_share=self.limits.exploration_share,
                 shadow_model_version=shadow_version,
                 shadow_action_id=shadow_choice,
+            ),
+        )
+
+        # 4. Arbitration, 5. explanation, 6. side effects: what cannot be given is dropped until one commits.
+        inputs = {"features": dict(record.raw), "context": dict(request.context)}
+        return self._rank_and_commit(draft, eligible, inputs)
+
+    def _rank_and_commit(self, draft: _Draft, eligible: Eligible, inputs: dict) -> Decision:
+        """Rank (with exploration's share of random first actions) within the contact policy's offer limit,
+        explain, then take capacity and log the decision and its follow-ups atomically. An action with no pool
+        to take from, capacity that cannot be taken without the log, or a sold-out one is dropped (its fallback
+        steps in) and the rest ranked again."""
+        request, degraded = draft.request, draft.degraded
+        while True:
+            propensities = [draft.propensity[a.action_id] for a in eligible.actions]
+            explored = explore(
+                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts),
+                self.limits.exploration_share,
+                draft.decision_id,
             )
-            decision = self._explain(
-                strategy, scorer, request, decision_id, request_id, now, values, record.found, eligible, ranking,
-                ranked, freshness, degraded, trace,
-            )  # fmt: skip
-            # 6. Side effects: take capacity, log the decision and its follow-ups, atomically.
-            claims, no_pool = self._claims(request, ranked, now)
+            ranking, held_back = eligible.limit_offers(explored.ranking)
+            ranked = ranking[: request.max_actions]
+            claims, no_pool = self._claims(request, ranked, draft.now)
             if no_pool:
                 # No flight (or no open date) to take a seat from: never a pool shared by every such call.
                 for reason_code in sorted(set(no_pool.values())):
                     eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
                 continue
+            trace = replace(draft.trace, explored=explored.explored, propensity=explored.propensity)
+            decision = self._decision(draft, eligible, ranking, ranked, held_back, trace)
             try:
                 committed = self.decision_log.commit(decision, claims, inputs, self._time_left(request))
             except DecisionLogUnavailable as exc:
-                log.warning("decision %s not logged: %s", decision_id, exc)
+                log.warning("decision %s not logged: %s", draft.decision_id, exc)
                 degraded.setdefault("decision_log_unavailable", "the decision log is unavailable")
                 if not claims:
                     return replace(decision, **_degradation(degraded))
@@ -254,15 +277,21 @@ class DecisionFlow:
             )
         return FeatureFreshness(found=True, age_ms=age_ms, stale=stale, max_age_ms=max_age_ms)
 
-    def _shadow_choice(self, shadow: Scorer, values: dict, eligible: Eligible) -> str:
-        """What a challenger in shadow would put first for the same candidates and rules; it never decides.
-
-        It goes through the contact policy's offer limit too (which may hold every offer back); the limit's list of
-        held-back actions it leaves is the shadow's, and the deciding ranking below sets it anew."""
+    def _score(self, scorer: Scorer, values: dict, eligible: Eligible) -> dict[str, float]:
+        """The model's probability for each eligible action and for each fallback that may stand in."""
         ids = [a.action_id for a in eligible.actions]
-        scores = shadow.score(values, ids)
-        ranking = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
-        return ranking[0].action.action_id if ranking else ""
+        ids += sorted({f for f, _, _ in eligible.fallbacks.values() if f in eligible.standby} - set(ids))
+        return dict(zip(ids, scorer.score(values, ids).tolist(), strict=True))
+
+    def _shadow(self, strategy: Strategy, values: dict, eligible: Eligible) -> tuple[str, str]:
+        """A challenger in shadow: its version and what it would put first for the same candidates, rules and
+        offer limit (which may hold every offer back); it never decides. Empty when there is none."""
+        shadow = strategy.models.shadow_scorer
+        if shadow is None:
+            return "", ""
+        scores = shadow.score(values, [a.action_id for a in eligible.actions])
+        ranking, _ = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
+        return shadow.version, ranking[0].action.action_id if ranking else ""
 
     def _claims(
         self, request: DecisionRequest, ranked: Sequence[Ranked], now: float
@@ -302,33 +331,30 @@ class DecisionFlow:
             return raw.strip() if raw is not None else None
         return spec.normalised(raw)
 
-    def _explain(
+    def _decision(
         self,
-        strategy: Strategy,
-        scorer: Scorer,
-        request: DecisionRequest,
-        decision_id: str,
-        request_id: str,
-        now: float,
-        values: dict,
-        known: bool,
+        draft: _Draft,
         eligible: Eligible,
         ranking: Sequence[Ranked],
         ranked: Sequence[Ranked],
-        freshness: FeatureFreshness,
-        degraded: dict[str, str],
+        held_back: Sequence[Suppression],
         trace: PolicyTrace,
     ) -> Decision:
-        language = eligible.language
-        touchpoint = request.touchpoint
-        narrator = strategy.narrator
-        fields = narrator.template_values(values, request.context, language, touchpoint, eligible.channel)
-        greeting = narrator.greeting(fields, language, known)
+        """The decision to commit and answer: the ranked actions, in the customer's language, with their reasons."""
+        request = draft.request
         top: list = []
         if ranked and self.limits.explain_top_features:
-            top = scorer.explain(values, ranked[0].action.action_id, self.limits.explain_top_features)
-        features = narrator.contributions(top, values, language, touchpoint)
-        text, messages = narrator.text(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
+            top = draft.scorer.explain(draft.values, ranked[0].action.action_id, self.limits.explain_top_features)
+        told = draft.strategy.narrator.narrate(
+            values=draft.values,
+            context=request.context,
+            touchpoint=request.touchpoint,
+            known=draft.known,
+            eligible=eligible,
+            ranked=ranked,
+            top_features=top,
+        )
+        language = told.language
         actions = tuple(
             RankedAction(
                 action_id=r.action.action_id,
@@ -340,43 +366,37 @@ class DecisionFlow:
                 mandatory=r.mandatory,
                 reason_codes=tuple(eligible.reasons.get(r.action.action_id, ())) or ("model_ranked",),
                 rank=i + 1,
-                message=messages[i],
+                message=told.messages[i],
             )
             for i, r in enumerate(ranked)
         )
-        decided = {r.action.action_id: r.action for r in ranked}
-        margin = ranking[0].priority - ranking[1].priority if len(ranking) > 1 else 0.0
-        channel = ChannelAdvice()
-        if eligible.channel:
-            reason = narrator.reason(eligible.channel_reason, fields, language)
-            channel = ChannelAdvice(eligible.channel, eligible.channel_reason, reason)
         return Decision(
-            decision_id=decision_id,
-            request_id=request_id,
+            decision_id=draft.decision_id,
+            request_id=request.request_id or f"auto-{draft.decision_id}",
             customer_id=request.customer_id,
-            touchpoint=touchpoint,
+            touchpoint=request.touchpoint,
             actions=actions,
             explanation=Explanation(
                 language=language,
-                delivery=touchpoint.delivery,
-                text=text,
-                greeting=greeting,
+                delivery=request.touchpoint.delivery,
+                text=told.text,
+                greeting=told.greeting,
                 rules_fired=tuple(eligible.rules_fired),
-                top_features=tuple(features),
-                suppressed=tuple(eligible.suppressed) + tuple(eligible.held_back),
-                ranking_margin=margin,
+                top_features=told.top_features,
+                suppressed=tuple(eligible.suppressed) + tuple(held_back),
+                ranking_margin=ranking[0].priority - ranking[1].priority if len(ranking) > 1 else 0.0,
             ),
-            model_version=scorer.version,
-            rules_version=strategy.rules_version,
-            catalogue_version=strategy.catalogue.version,
-            features=freshness,
-            follow_ups=tuple(narrator.follow_ups(eligible.follow_ups, decided, fields, language, eligible.channel)),
-            channel=channel,
-            open_items=tuple(narrator.open_items(values, fields, language, touchpoint)),
-            decided_at_ms=int(now * 1000),
+            model_version=draft.scorer.version,
+            rules_version=draft.strategy.rules_version,
+            catalogue_version=draft.strategy.catalogue.version,
+            features=draft.freshness,
+            follow_ups=told.follow_ups,
+            channel=told.channel,
+            open_items=told.open_items,
+            decided_at_ms=int(draft.now * 1000),
             candidates={r.action.action_id: (r.propensity, r.priority) for r in ranking},
             policy=trace,
-            **_degradation(degraded),
+            **_degradation(draft.degraded),
         )
 
 
