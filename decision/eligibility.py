@@ -20,7 +20,7 @@ from decision.arbitration import Ranked
 from decision.catalogue import Action, Catalogue
 from decision.domain import RuleFired, Suppression, Touchpoint
 from features.online_store import Contact
-from rules.compiler import Counter
+from rules.compiler import Counter, Verb
 from rules.engine import RulesEngine
 
 DEFAULT_LANGUAGE = "en"
@@ -87,7 +87,7 @@ class Eligible:
         for code in (reason_code, RECOVERY_FALLBACK):
             if code not in reasons:
                 reasons.insert(len(reasons) if code == RECOVERY_FALLBACK else 0, code)
-        self.rules_fired.append(RuleFired(rule_id, "require", otherwise, RECOVERY_FALLBACK))
+        self.rules_fired.append(RuleFired(rule_id, Verb.REQUIRE, otherwise, RECOVERY_FALLBACK))
 
     def limit_offers(self, ranking: Sequence[Ranked]) -> tuple[list[Ranked], list[Suppression]]:
         """The ranking within the contact policy's offer limit, and the offers it held back; mandatory actions
@@ -151,32 +151,33 @@ class EligibilityPolicy:
         suppressed: dict[str, Suppression] = {}
         language_chosen = channel_chosen = False
         for d in outcome.directives:  # highest priority first
-            target = d.action_id or d.value or (str(d.limit) if d.kind == "limit_offers" else "")
+            target = d.action_id or d.value or (str(d.limit) if d.kind is Verb.LIMIT_OFFERS else "")
             result.rules_fired.append(RuleFired(d.rule_id, d.kind, target, d.reason_code))
-            if d.kind == "exclude":
-                excluded.setdefault(d.action_id, Suppression(d.action_id, d.reason_code, d.rule_id))
-            elif d.kind == "suppress":
-                suppressed.setdefault(d.action_id, Suppression(d.action_id, d.reason_code, d.rule_id))
-            elif d.kind == "require":
-                result.mandatory.add(d.action_id)
-                result.reasons.setdefault(d.action_id, []).append(d.reason_code)
-                if d.otherwise:
-                    result.fallbacks.setdefault(d.action_id, (d.otherwise, d.reason_code, d.rule_id))
-            elif d.kind == "boost":
-                result.boosts[d.action_id] = result.boosts.get(d.action_id, 1.0) * d.factor
-                result.reasons.setdefault(d.action_id, []).append(d.reason_code)
-            elif d.kind == "set_language":
-                if not language_chosen and d.value in self.languages:
-                    result.language, language_chosen = d.value, True
-            elif d.kind == "set_channel":
-                if not channel_chosen and d.value and d.value != "none":
-                    result.channel, result.channel_reason, channel_chosen = d.value, d.reason_code, True
-            elif d.kind == "follow_up":
-                result.follow_ups.append(WantedFollowUp(d.value, d.action_id, d.channel, d.reason_code))
-            elif d.kind == "limit_offers":
-                remaining = max(0, d.limit - int(fact.get(d.counted, 0) or 0)) if d.counted else d.limit
-                if result.offer_limit is None or remaining < result.offer_limit.remaining:
-                    result.offer_limit = OfferLimit(remaining, d.reason_code, d.rule_id)
+            match d.kind:
+                case Verb.EXCLUDE:
+                    excluded.setdefault(d.action_id, Suppression(d.action_id, d.reason_code, d.rule_id))
+                case Verb.SUPPRESS:
+                    suppressed.setdefault(d.action_id, Suppression(d.action_id, d.reason_code, d.rule_id))
+                case Verb.REQUIRE:
+                    result.mandatory.add(d.action_id)
+                    result.reasons.setdefault(d.action_id, []).append(d.reason_code)
+                    if d.otherwise:
+                        result.fallbacks.setdefault(d.action_id, (d.otherwise, d.reason_code, d.rule_id))
+                case Verb.BOOST:
+                    result.boosts[d.action_id] = result.boosts.get(d.action_id, 1.0) * d.factor
+                    result.reasons.setdefault(d.action_id, []).append(d.reason_code)
+                case Verb.SET_LANGUAGE:
+                    if not language_chosen and d.value in self.languages:
+                        result.language, language_chosen = d.value, True
+                case Verb.SET_CHANNEL:
+                    if not channel_chosen and d.value and d.value != "none":
+                        result.channel, result.channel_reason, channel_chosen = d.value, d.reason_code, True
+                case Verb.FOLLOW_UP:
+                    result.follow_ups.append(WantedFollowUp(d.value, d.action_id, d.channel, d.reason_code))
+                case Verb.LIMIT_OFFERS:
+                    remaining = max(0, d.limit - int(fact.get(d.counted, 0) or 0)) if d.counted else d.limit
+                    if result.offer_limit is None or remaining < result.offer_limit.remaining:
+                        result.offer_limit = OfferLimit(remaining, d.reason_code, d.rule_id)
 
         applicable_ids = {a.action_id for a in applicable}
         for action in applicable:

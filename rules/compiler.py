@@ -24,6 +24,7 @@ A field absent from the fact makes every comparison on it false, except ``exists
 from __future__ import annotations
 
 import difflib
+import enum
 import hashlib
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -68,15 +69,30 @@ EVERY_REQUEST = "every_request"  # the durable rule that matches every request f
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists")
 _ORDERING = {"gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
-VERBS = ("require", "exclude", "suppress", "boost", "set_language", "set_channel", "follow_up", "limit_offers")
+
+
+class Verb(enum.StrEnum):
+    """What a rule's directive asks of the decision: the compiler, the engine and eligibility share these."""
+
+    REQUIRE = "require"
+    EXCLUDE = "exclude"
+    SUPPRESS = "suppress"
+    BOOST = "boost"
+    SET_LANGUAGE = "set_language"
+    SET_CHANNEL = "set_channel"
+    FOLLOW_UP = "follow_up"
+    LIMIT_OFFERS = "limit_offers"
+
+
+VERBS = tuple(verb.value for verb in Verb)
 # The channels a follow-up or a campaign can go out by (the decision names one, S3).
 CHANNELS = ("sms", "email", "app", "phone", "branch", "web", "kiosk", "agent")
-_ACTION_VERBS = ("require", "exclude", "suppress", "boost")
+_ACTION_VERBS = (Verb.REQUIRE, Verb.EXCLUDE, Verb.SUPPRESS, Verb.BOOST)
 _EXTRA_KEYS = {
-    "require": ("otherwise",),
-    "boost": ("by",),
-    "follow_up": ("action", "channel"),
-    "limit_offers": ("counting",),
+    Verb.REQUIRE: ("otherwise",),
+    Verb.BOOST: ("by",),
+    Verb.FOLLOW_UP: ("action", "channel"),
+    Verb.LIMIT_OFFERS: ("counting",),
 }
 _DIRECTIVE_KEYS = ("reason", "by", "action", "channel", "counting", "otherwise")
 _RULE_KEYS = ("id", "description", "priority", "for_each_action", "when", "then")
@@ -163,7 +179,7 @@ class Template:
 class DirectiveTemplate:
     """One directive of a rule as written, ready to be turned into an engine Directive when the rule fires."""
 
-    kind: str
+    kind: Verb
     reason_code: str
     action_id: str = ""
     value: Template | None = None
@@ -502,7 +518,7 @@ def _compile_then(then: Any, fields: _Fields) -> tuple[DirectiveTemplate, ...]:
             raise _Problem(f"{path}: unknown directive {others[0]!r}; directives are {', '.join(VERBS)}")
         if len(verbs) != 1:
             raise _Problem(f"{path}: expected one directive ({', '.join(VERBS)}), found {', '.join(verbs) or 'none'}")
-        verb = verbs[0]
+        verb = Verb(verbs[0])
         try:
             directives.extend(_directive(verb, item, fields))
         except _Problem as problem:
@@ -510,7 +526,7 @@ def _compile_then(then: Any, fields: _Fields) -> tuple[DirectiveTemplate, ...]:
     return tuple(directives)
 
 
-def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[DirectiveTemplate]:
+def _directive(verb: Verb, item: dict[str, Any], fields: _Fields) -> list[DirectiveTemplate]:
     reason = item.get("reason")
     if not isinstance(reason, str) or not _ID.match(reason):
         raise _Problem(f"needs 'reason': a reason code in lower_case, got {reason!r}")
@@ -522,7 +538,7 @@ def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[Directi
     target = item[verb]
     if verb in _ACTION_VERBS:
         factor = 1.0
-        if verb == "boost":
+        if verb is Verb.BOOST:
             by = item.get("by")
             if isinstance(by, bool) or not isinstance(by, int | float) or by <= 0:
                 raise _Problem(f"needs 'by': a positive factor, got {by!r}")
@@ -539,15 +555,15 @@ def _directive(verb: str, item: dict[str, Any], fields: _Fields) -> list[Directi
             )
             for a in ids
         ]
-    if verb in ("set_language", "set_channel"):
+    if verb in (Verb.SET_LANGUAGE, Verb.SET_CHANNEL):
         if not isinstance(target, str) or not target:
-            what = "language" if verb == "set_language" else "channel"
+            what = "language" if verb is Verb.SET_LANGUAGE else "channel"
             raise _Problem(f"expected a {what} or a {{field}} template, got {target!r}")
         value = Template.parse(target, fields.resolve)
-        if verb == "set_channel":
+        if verb is Verb.SET_CHANNEL:
             fields.check_channel(value)
         return [DirectiveTemplate(kind=verb, reason_code=reason, value=value)]
-    if verb == "limit_offers":
+    if verb is Verb.LIMIT_OFFERS:
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise _Problem(f"expected the largest number of offers, a whole number >= 0, got {target!r}")
         counted = None

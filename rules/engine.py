@@ -53,6 +53,7 @@ from rules.compiler import (
     ReasonTexts,
     RuleFileError,
     Template,
+    Verb,
     compile_policies,
 )
 
@@ -86,7 +87,7 @@ _QUEUED_RULE = re.compile(r'\A\{\s*"(\d+):')
 class Directive:
     """What a fired rule asks of the decision."""
 
-    kind: str  # require | exclude | suppress | boost | set_language | set_channel | follow_up | limit_offers
+    kind: Verb
     rule_id: str
     reason_code: str
     action_id: str = ""  # require/exclude/suppress/boost/follow_up ("" for a follow-up of no action)
