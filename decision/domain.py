@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+
+def decision_day(at: float) -> dt.date:
+    """The calendar day of a decision made at ``at`` (epoch seconds), in UTC: the same on every server whatever its
+    time zone. The catalogue's validity windows and a seat pool's default date are days of this calendar."""
+    return dt.datetime.fromtimestamp(at, tz=dt.UTC).date()
 
 
 class Touchpoint(enum.IntEnum):

@@ -29,6 +29,7 @@ from decision.domain import (
     PolicyTrace,
     RankedAction,
     Suppression,
+    decision_day,
 )
 from decision.eligibility import Eligible
 from decision.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -142,7 +143,7 @@ class DecisionFlow:
         # 2. Eligibility: catalogue applicability and the rules (one durable-rules evaluation).
         policy = strategy.eligibility
         fact = policy.fact(values, request.touchpoint, request.context, record.contacts, record.found, now)
-        eligible = policy.evaluate(fact, request.touchpoint, dt.date.fromtimestamp(now))
+        eligible = policy.evaluate(fact, request.touchpoint, decision_day(now))
 
         # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call,
         # by the customer's arm of a champion/challenger split (the champion when there is none).
@@ -302,7 +303,7 @@ class DecisionFlow:
         actions that cannot take any, with why: no flight in the context (``capacity_pool_missing``), or a date
         whose pool is closed (``capacity_pool_closed``: over a day past, or over POOL_OPEN_DAYS ahead)."""
         claims, no_pool = [], {}
-        today = dt.date.fromtimestamp(now)
+        today = decision_day(now)
         for r in ranked:
             capacity = r.action.capacity
             if capacity is None:

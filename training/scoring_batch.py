@@ -15,7 +15,6 @@ Otherwise the choice is the action with the highest predicted outcome among thos
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import pyarrow as pa
 
 from decision.arbitration import arbitrate
 from decision.catalogue import Catalogue
-from decision.domain import Touchpoint
+from decision.domain import Touchpoint, decision_day
 from decision.eligibility import EligibilityPolicy
 from decision.settings import Settings
 from training.artifact import ModelArtifact
@@ -149,8 +148,7 @@ def _decide_with_rules(
         context = {k: str(v[i]) for k, v in contexts.items() if v[i] not in (None, "")}
         fact = policy.fact(values[i], touchpoints[i], context, (), True, float(clock[i]))
         fact.update({key: int(v[i] or 0) for key, v in counter_columns.items()})
-        day = dt.datetime.fromtimestamp(float(clock[i]), tz=dt.UTC).date()
-        eligible = policy.evaluate(fact, touchpoints[i], day)
+        eligible = policy.evaluate(fact, touchpoints[i], decision_day(float(clock[i])))
         propensities = [
             float(predicted[i, code[a.action_id]]) if a.action_id in code else math.nan for a in eligible.actions
         ]

@@ -3,6 +3,7 @@ customer-facing texts show only declared, valid context values."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decision.domain import DecisionRequest, Touchpoint
+from decision.domain import DecisionRequest, Touchpoint, decision_day
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
@@ -106,3 +107,15 @@ def test_a_letter_shows_only_declared_valid_context_values(strategy):
     assert fields["flight"] == "" and fields["promo"] == ""
     assert narrator.template_values(values, {"flight": " az9 "}, "en", Touchpoint.WEB)["flight"] == "AZ9"
     assert set(SCHEMA.context) >= {"flight", "flight_date", "cabin", "language"}
+
+
+def test_the_decision_day_is_the_utc_day_whatever_the_servers_time_zone(monkeypatch):
+    """Eligibility's validity windows and a pool's default date: once the server's local day (a kiosk server at
+    UTC+14 and one at UTC-10 disagreed for 24 hours a day), as the batch scorer took the UTC day."""
+    at = dt.datetime(2026, 12, 3, 11, 0, tzinfo=dt.UTC).timestamp()
+    for zone in ("Pacific/Kiritimati", "Pacific/Honolulu", "UTC"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        assert decision_day(at) == dt.date(2026, 12, 3), zone
+    monkeypatch.undo()
+    time.tzset()
