@@ -576,7 +576,7 @@ def _spool_entries(data_dir: Path) -> tuple[set[str], set[tuple[str, str, str]]]
 
 
 def _stored_outcomes(client: redis.Redis) -> set[tuple[str, str, str]]:
-    """(decision_id, action_id, outcome) of every entry of the outcomes stream (fields: decision/side_effects.py)."""
+    """(decision_id, action_id, outcome) of every entry of the outcomes stream (fields: decision/decision_log)."""
     stored: set[tuple[str, str, str]] = set()
     start = "-"
     while True:

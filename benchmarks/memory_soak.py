@@ -25,9 +25,9 @@ from pathlib import Path
 
 from benchmarks.harness import rss_kib
 from decision.app import build_flow, store_config
+from decision.decision_log import RedisDecisionLog
 from decision.domain import DecisionRequest, Touchpoint
 from decision.settings import Settings
-from decision.side_effects import RedisDecisionLog
 from features.redis_store import connect
 
 

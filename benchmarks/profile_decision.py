@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from decision.app import build_flow, store_config
+from decision.decision_log import RedisDecisionLog
 from decision.pb import decision_pb2 as pb
 from decision.server import DecisionApi
 from decision.settings import Settings
-from decision.side_effects import RedisDecisionLog
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, connect
 from training.demo_model import load_or_train_demo_model
@@ -67,7 +67,7 @@ STAGES = (
     ("    explanation (texts, objects)", "decision/flow.py", "_explain"),
     ("      template fields", "decision/explanation.py", "template_values"),
     ("      top features (leaves + paths)", "decision/scoring.py", "explain"),
-    ("    decision log commit", "decision/side_effects.py", "commit"),
+    ("    decision log commit", "decision/decision_log/__init__.py", "commit"),
     ("  decision -> proto", "decision/server.py", "decision_to_proto"),
 )
 

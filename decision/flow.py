@@ -19,6 +19,14 @@ from dataclasses import dataclass, replace
 
 from decision.arbitration import Ranked, arbitrate
 from decision.catalogue import Catalogue
+from decision.decision_log import (
+    CapacityClaim,
+    DecisionLog,
+    DecisionLogUnavailable,
+    DecisionNotFound,
+    OutcomeAlreadyFinal,
+    decision_from_json,
+)
 from decision.domain import (
     Decision,
     DecisionRequest,
@@ -36,14 +44,6 @@ from decision.errors import FailedPrecondition, InvalidArgument, NotFound, Unava
 from decision.explanation import Narrator
 from decision.exploration import explore
 from decision.scoring import Scorer
-from decision.side_effects import (
-    CapacityClaim,
-    DecisionLog,
-    DecisionLogUnavailable,
-    DecisionNotFound,
-    OutcomeAlreadyFinal,
-    decision_from_json,
-)
 from decision.strategy import Strategy
 from features.online_store import SHORTEST_CALL_S, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.schema import FeatureSchema

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
+from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
-from decision.side_effects import MemoryDecisionLog
 from decision.strategy import Strategy
 from features.memory_store import MemoryOnlineStore
 from features.online_store import Contact

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from decision.catalogue import Catalogue
+from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer, ModelError
-from decision.side_effects import MemoryDecisionLog
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.bulk_load import ID_COLUMN, BulkLoadError, read_table
 from features.memory_store import MemoryOnlineStore

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from decision.decision_log import MemoryDecisionLog
 from decision.domain import DecisionRequest, Touchpoint, decision_day
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
-from decision.side_effects import MemoryDecisionLog
 from decision.strategy import RuleFiles, Strategy, load_strategy
 from features.memory_store import MemoryOnlineStore
 from features.schema import FeatureSchema

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from decision.decision_log import MemoryDecisionLog, OutcomeAlreadyFinal
 from decision.domain import Decision, Outcome
 from decision.scenarios import ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
-from decision.side_effects import MemoryDecisionLog, OutcomeAlreadyFinal
 from decision.strategy import RuleFiles, load_strategy
 from features.schema import FeatureSchema
 

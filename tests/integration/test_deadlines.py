@@ -16,12 +16,12 @@ import pytest
 import redis
 
 from decision.app import Service
+from decision.decision_log import RedisDecisionLog
 from decision.domain import DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from decision.side_effects import RedisDecisionLog
 from features.memory_store import MemoryOnlineStore
 from features.redis_server import RedisServer
 from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect

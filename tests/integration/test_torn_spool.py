@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from decision.decision_log import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
 from decision.pb import decision_pb2 as pb
-from decision.side_effects import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
 from features.redis_store import RedisStoreConfig, connect
 from tests.conftest import service_settings
 from tests.integration.test_workers import a_spooled_decision, logged
