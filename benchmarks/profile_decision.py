@@ -67,7 +67,7 @@ STAGES = (
     ("    explanation (texts, objects)", "decision/flow.py", "_explain"),
     ("      template fields", "decision/explanation.py", "template_values"),
     ("      top features (leaves + paths)", "decision/scoring.py", "explain"),
-    ("    decision log commit", "decision/decision_log/__init__.py", "commit"),
+    ("    decision log commit", "decision/decision_log/redis_log.py", "commit"),
     ("  decision -> proto", "decision/server.py", "decision_to_proto"),
 )
 
