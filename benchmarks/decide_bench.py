@@ -65,8 +65,9 @@ from benchmarks.harness import (
 )
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_client import connect
 from features.redis_server import RedisServer, free_port
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from training.demo_model import load_or_train_demo_model
 from training.population import PERSONAS, generate_population
 

@@ -33,8 +33,9 @@ from decision.app import build_flow
 from decision.domain import DecisionRequest, Touchpoint
 from decision.scoring import Scorer
 from decision.settings import Settings
+from features.redis_client import connect
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
 
 ACTION_SIZES = (5, 20, 50, 200)

@@ -28,7 +28,7 @@ from decision.app import build_flow, store_config
 from decision.decision_log import RedisDecisionLog
 from decision.domain import DecisionRequest, Touchpoint
 from decision.settings import Settings
-from features.redis_store import connect
+from features.redis_client import connect
 
 
 def main() -> int:

@@ -46,8 +46,9 @@ from decision.decision_log import RedisDecisionLog
 from decision.pb import decision_pb2 as pb
 from decision.server import DecisionApi
 from decision.settings import Settings
+from features.redis_client import connect
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, connect
+from features.redis_store import RedisOnlineStore
 from training.demo_model import load_or_train_demo_model
 from training.population import PERSONAS, generate_population
 

@@ -264,8 +264,9 @@ def table(results: Sequence[ThroughputResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from features.redis_client import connect
     from features.redis_server import RedisServer
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig
     from training.demo_model import load_or_train_demo_model
     from training.population import generate_population
 

@@ -23,8 +23,9 @@ from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
 from decision.teller import teller_routes
+from features.redis_client import CircuitBreaker, connect
 from features.redis_server import RedisServer
-from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
 
 log = logging.getLogger(__name__)

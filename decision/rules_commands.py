@@ -160,7 +160,8 @@ def _explain(args: argparse.Namespace, strategy: Strategy, schema: FeatureSchema
 
 
 def _read_customer(customer_id: str, redis_url: str, now: float, history_s: float) -> CustomerRecord:
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.redis_client import connect
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig
 
     if not redis_url:
         raise InvalidArgument("--redis-url: needed to read a customer (or set NBA_REDIS_URL); or use --scenario")

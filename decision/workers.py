@@ -168,7 +168,7 @@ class Supervisor:
 
     def _replay_earlier_spools(self) -> None:
         from decision.app import decision_log, replay_earlier_spools, store_config
-        from features.redis_store import connect
+        from features.redis_client import connect
 
         config = dataclasses.replace(store_config(self.settings, self.redis_url), timeout_ms=5000.0)
         client = connect(config)

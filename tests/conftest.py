@@ -16,8 +16,9 @@ from decision.settings import Settings
 
 if TYPE_CHECKING:
     from decision.app import Service
+from features.redis_client import connect
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from training.demo_model import train_demo_model
 from training.population import generate_population
 

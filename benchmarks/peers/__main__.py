@@ -22,8 +22,9 @@ from benchmarks.peers.errors import WrongAnswer
 from benchmarks.peers.feast_peer import FeastPeer
 from benchmarks.peers.mlserver_peer import MLServerPeer
 from benchmarks.peers.venv import DEFAULT_ROOT
+from features.redis_client import connect
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from training.demo_model import load_or_train_demo_model
 from training.population import generate_population
 

@@ -28,7 +28,8 @@ from decision.decision_log.spool import DecisionSpool, SpoolFull
 from decision.decision_log.writer import BackgroundWriter
 from decision.domain import Decision, Outcome, OutcomeReceipt
 from features.online_store import SHORTEST_CALL_S, Contact
-from features.redis_store import CircuitBreaker, CutShort, KeyLayout, RoundTrip
+from features.redis_client import CircuitBreaker, CutShort, RoundTrip
+from features.redis_store import KeyLayout
 
 log = logging.getLogger(__name__)
 

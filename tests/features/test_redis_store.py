@@ -14,8 +14,9 @@ import pytest
 
 from features.bulk_load import BulkLoadError, load_file
 from features.online_store import Contact, FeatureStoreUnavailable
+from features.redis_client import connect
 from features.redis_server import RedisServer, free_port
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
 
 

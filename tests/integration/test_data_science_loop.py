@@ -18,8 +18,9 @@ from decision.app import Service
 from decision.cli import main
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_client import connect
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
 from tests.conftest import service_settings
 from training.population import generate_population, true_accept_probability

@@ -23,8 +23,9 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
 from features.memory_store import MemoryOnlineStore
+from features.redis_client import CircuitBreaker, connect
 from features.redis_server import RedisServer
-from features.redis_store import CircuitBreaker, RedisOnlineStore, RedisStoreConfig, connect
+from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from tests.conftest import service_settings
 from tests.decision.test_capacity_pools import PASSENGER, SCHEMA, strategy_from
 from tests.integration.test_scenarios import fresh_flight

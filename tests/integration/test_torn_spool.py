@@ -14,7 +14,8 @@ import pytest
 
 from decision.decision_log import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
 from decision.pb import decision_pb2 as pb
-from features.redis_store import RedisStoreConfig, connect
+from features.redis_client import connect
+from features.redis_store import RedisStoreConfig
 from tests.conftest import service_settings
 from tests.integration.test_workers import a_spooled_decision, logged
 
