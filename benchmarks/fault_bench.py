@@ -69,6 +69,7 @@ from decision.flow import decision_id_for
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_client import connect
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from training.demo_model import load_or_train_demo_model
@@ -76,7 +77,7 @@ from training.population import generate_population
 
 SECTION_BEGIN = "<!-- faults: written by make faults -->"
 SECTION_END = "<!-- /faults -->"
-KEY_PREFIX = "nba:"
+KEYS = KeyLayout()
 OUTCOMES = (pb.ACCEPTED, pb.DECLINED, pb.IGNORED)
 FAULTS = ("redis kill -9", "redis SIGSTOP", "torn spool", "worker kill -9", "redis full")
 OK = "OK"
@@ -582,7 +583,7 @@ def _stored_outcomes(client: redis.Redis) -> set[tuple[str, str, str]]:
     start = "-"
     while True:
         entries: list[tuple[str, dict[str, str]]] = client.xrange(  # type: ignore[assignment]
-            f"{KEY_PREFIX}log:outcomes", min=start, count=2000
+            KEYS.outcomes_stream, min=start, count=2000
         )
         for _, entry in entries:
             stored.add((entry.get("decision_id", ""), entry.get("action_id", ""), entry.get("outcome", "")))
@@ -604,7 +605,7 @@ def check_kept(service: ServiceUnderTest, calls: Sequence[Call], window_of: Call
         decides = [c for c in calls if c.kind == "Decide"]
         pipe = client.pipeline(transaction=False)
         for call in decides:
-            pipe.exists(f"{KEY_PREFIX}decision:{call.decision_id or _decision_id(call)}")
+            pipe.exists(KEYS.decision(call.decision_id or _decision_id(call)))
         exists = pipe.execute()
     except (redis.RedisError, OSError) as error:
         return Kept(None, None, None, None, error=f"Redis unreadable: {error}")

@@ -24,6 +24,7 @@ from decision.settings import Settings
 from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
 from decision.teller import teller_routes
 from features.redis_client import CircuitBreaker, connect
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
@@ -171,7 +172,7 @@ class Service:
             store_health = StoreHealth(
                 redis_url,
                 lambda reachable: server.set_degraded(not reachable),
-                key=f"{config.key_prefix}health:{socket.gethostname()}:{os.getpid()}",
+                key=KeyLayout(config.key_prefix).health(socket.gethostname(), os.getpid()),
             )
             server.start()
             store_health.start()

@@ -1,10 +1,11 @@
 """Whether this server process can store decisions, as the gRPC health service reports it.
 
-A background thread writes a short-lived key of its own to the process's Redis every ``interval_s`` (and whenever
-told to, e.g. by the embedded Redis's watchdog the moment that process died); each change is passed to ``report``:
-``True`` while Redis takes the write and has room, ``False`` while it does not. A write, not a PING: a read-only
-Redis still answers PING, and stores no decision. Room, not only the write: a Redis at its maxmemory (noeviction)
-refuses a decision's writes while a small key still fits, so less than ROOM_BYTES left counts as full.
+A background thread writes a short-lived key of its own (``KeyLayout.health``) to the process's Redis every
+``interval_s`` (and whenever told to, e.g. by the embedded Redis's watchdog the moment that process died); each
+change is passed to ``report``: ``True`` while Redis takes the write and has room, ``False`` while it does not. A
+write, not a PING: a read-only Redis still answers PING, and stores no decision. Room, not only the write: a Redis
+at its maxmemory (noeviction) refuses a decision's writes while a small key still fits, so less than ROOM_BYTES left
+counts as full.
 ``decision.app`` wires it to ``GrpcServer.set_degraded``.
 """
 
@@ -31,7 +32,7 @@ class StoreHealth:
         self,
         redis_url: str,
         report: Callable[[bool], None],
-        key: str = "nba:health",
+        key: str,
         interval_s: float = 0.5,
         timeout_s: float = 1.0,
     ) -> None:

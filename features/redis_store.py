@@ -1,11 +1,5 @@
-"""The Redis online store: one hash per customer profile, one sorted set of contact history per customer.
-
-Key layout (shared with the decision log, which writes the contact history with decisions and outcomes):
-  {prefix}customer:{id}   hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
-  {prefix}contact:{id}    sorted set: member "{event}|{action or follow-up}|{touchpoint}|{decision_id}",
-                          score = epoch seconds; events older than contact_history_days are trimmed on
-                          write and the key expires when the customer has had no contact for that long
-"""
+"""The Redis online store: one hash per customer profile, one sorted set of contact history per customer (the
+decision log writes the contact history too, with decisions and outcomes; keys: features/redis_keys.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ from redis.typing import EncodableT, FieldT
 from features.online_store import Contact, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.redis_client import CircuitBreaker, CutShort, RoundTrip
 from features.redis_client import connect as connect  # decision/cli.py imports it from here until it moves
+from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 
 WRITTEN_AT = "_written_at"
 UPDATED_AT = "_updated_at"
@@ -29,20 +24,9 @@ class RedisStoreConfig:
     url: str
     timeout_ms: float = 25.0
     retry_after_ms: float = 1000.0
-    key_prefix: str = "nba:"
+    key_prefix: str = DEFAULT_PREFIX
     contact_history_days: float = 90.0  # the longest window a contact counter may read (rules/compiler.py)
     bulk_batch_size: int = 500
-
-
-@dataclass(frozen=True)
-class KeyLayout:
-    prefix: str = "nba:"
-
-    def customer(self, customer_id: str) -> str:
-        return f"{self.prefix}customer:{customer_id}"
-
-    def contacts(self, customer_id: str) -> str:
-        return f"{self.prefix}contact:{customer_id}"
 
 
 class RedisOnlineStore(OnlineStore):

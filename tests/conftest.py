@@ -17,10 +17,13 @@ from decision.settings import Settings
 if TYPE_CHECKING:
     from decision.app import Service
 from features.redis_client import connect
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from training.demo_model import train_demo_model
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 TEST_POPULATION = 2_000
 
@@ -66,7 +69,7 @@ def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
     the contact policy's offer limits do not carry over from one test to the next."""
     service.flow.decision_log.writer.flush()  # earlier tests' offers, still being written, first
     client = redis.Redis.from_url(loaded_redis.url, decode_responses=True)
-    keys = list(client.scan_iter("nba:contact:*", count=1000))
+    keys = list(client.scan_iter(KEYS.contacts("*"), count=1000))
     if keys:
         client.delete(*keys)
     client.close()
@@ -76,7 +79,7 @@ def forget_offers(service: Service, customer_id: str) -> None:
     """Drop the offers from a customer's contact history (a new visit), keeping declines and follow-ups."""
     service.flow.decision_log.writer.flush()  # the offers of a decision just answered, still being written
     client = service.client
-    key = f"nba:contact:{customer_id}"
+    key = KEYS.contacts(customer_id)
     offers = [m for m in client.zrange(key, 0, -1) if str(m).startswith("offered|")]
     if offers:
         client.zrem(key, *offers)

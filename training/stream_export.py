@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 import redis
 
+from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 from features.schema import FeatureSchema
 
 BATCH = 1_000
@@ -52,7 +53,7 @@ def feature_fields(schema: FeatureSchema) -> list[pa.Field]:
 def export_decision_log(
     client: redis.Redis,
     *,
-    key_prefix: str = "nba:",
+    key_prefix: str = DEFAULT_PREFIX,
     schema: FeatureSchema | None = None,
     answered_only: bool = False,
     chosen_only: bool = False,
@@ -65,13 +66,14 @@ def export_decision_log(
     only (one row per decision, with its propensity). ``since_ms`` skips decisions made before that time.
     """
     schema = schema or FeatureSchema.load()
+    keys = KeyLayout(key_prefix)
     outcomes: dict[tuple[str, str], str] = {}
-    for fields in _entries(client, f"{key_prefix}log:outcomes"):
+    for fields in _entries(client, keys.outcomes_stream):
         outcomes[(fields["decision_id"], fields["action_id"])] = fields["outcome"]
 
     rows: list[dict[str, Any]] = []
     context_keys: dict[str, None] = {}
-    for fields in _entries(client, f"{key_prefix}log:decisions", start=_stream_start(since_ms)):
+    for fields in _entries(client, keys.decisions_stream, start=_stream_start(since_ms)):
         decision = orjson.loads(fields["decision"])
         inputs = orjson.loads(fields.get("inputs") or b"{}")
         decided_at = int(fields["decided_at_ms"]) / 1000.0

@@ -26,18 +26,8 @@ Modules: ``contract`` (the DecisionLog every backend keeps, its values and error
 is encoded), ``redis_log`` (the service's log, each Redis script beside the code that builds its arguments),
 ``memory_log`` (offline runs), ``writer`` (the background writer), ``spool`` (the local file while Redis is down).
 
-Key layout (prefix "nba:" by default):
-  decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
-  capacity:{action_id}:{pool}       units left in a pool ({flight}:{YYYY-MM-DD}); created from the catalogue on
-                                    first use, expires with the pool (CapacityClaim.expires_at)
-  capacity-holders:{action_id}:{pool}   the customers holding one unit of the pool (a set); expires with it
-  outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
-                                    duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or
-                                    DECLINED (a new stream entry, with a "supersedes" field); ACCEPTED and
-                                    DECLINED are final. A bare stream id (written before) answers duplicate.
-  contact:{customer_id}             the contact history contact policies count: offers made and follow-ups
-                                    sent (written with the decision), declines (written with the outcome)
-  log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
+Every key it writes (decision, outcome marker, capacity pool and holders, contact history, the streams) is
+named in features/redis_keys.py, with what each holds.
 """
 
 from decision.decision_log.contract import (

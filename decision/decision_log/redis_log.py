@@ -29,7 +29,7 @@ from decision.decision_log.writer import BackgroundWriter
 from decision.domain import Decision, Outcome, OutcomeReceipt
 from features.online_store import SHORTEST_CALL_S, Contact
 from features.redis_client import CircuitBreaker, CutShort, RoundTrip
-from features.redis_store import KeyLayout
+from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class RedisDecisionLog(DecisionLog):
         client: redis.Redis,
         ttl_s: int,
         contact_history_s: float,
-        key_prefix: str = "nba:",
+        key_prefix: str = DEFAULT_PREFIX,
         spool_path: Path | None = None,
         breaker: CircuitBreaker | None = None,
         spool_fsync: str = "everysec",
@@ -166,11 +166,7 @@ class RedisDecisionLog(DecisionLog):
         self.client = client
         self.ttl_s = ttl_s
         self.contact_history_s = contact_history_s
-        self.prefix = key_prefix
         self.keys = KeyLayout(key_prefix)
-        self.decisions_stream = f"{key_prefix}log:decisions"
-        self.outcomes_stream = f"{key_prefix}log:outcomes"
-        self.follow_ups_stream = f"{key_prefix}log:follow-ups"
         self._outcome = client.register_script(_OUTCOME)
         self.round_trip = RoundTrip(client)
         self.spool = DecisionSpool(spool_path, spool_fsync, spool_max_bytes) if spool_path else None
@@ -181,12 +177,7 @@ class RedisDecisionLog(DecisionLog):
         self._replayer: threading.Thread | None = None
 
     def decision_key(self, decision_id: str) -> str:
-        return f"{self.prefix}decision:{decision_id}"
-
-    def capacity_keys(self, claim: CapacityClaim) -> tuple[str, str]:
-        """The pool's units left and its holders (see the key layout)."""
-        pool = f"{claim.action_id}:{claim.pool}"
-        return f"{self.prefix}capacity:{pool}", f"{self.prefix}capacity-holders:{pool}"
+        return self.keys.decision(decision_id)
 
     def pending(self, decision_id: str) -> Decision | None:
         return self.writer.waiting.get(decision_id)
@@ -216,10 +207,14 @@ class RedisDecisionLog(DecisionLog):
         fields = stream_fields(decision, record, inputs)
         keys = [
             self.decision_key(decision.decision_id),
-            self.decisions_stream,
-            self.follow_ups_stream,
+            self.keys.decisions_stream,
+            self.keys.follow_ups_stream,
             self.keys.contacts(decision.customer_id),
-            *[key for c in claims for key in self.capacity_keys(c)],
+            *[
+                key
+                for c in claims
+                for key in (self.keys.capacity(c.action_id, c.pool), self.keys.capacity_holders(c.action_id, c.pool))
+            ],
         ]
         args = [
             record,
@@ -272,7 +267,7 @@ class RedisDecisionLog(DecisionLog):
         time the request threads wait for the GIL; this costs ~100 us (a quarter of it serialising the decision
         and its inputs), and Redis ~40 us more per decision than the plain commands took (it builds Lua's ARGV).
         """
-        keys: list[str] = [self.decisions_stream, self.follow_ups_stream]
+        keys: list[str] = [self.keys.decisions_stream, self.keys.follow_ups_stream]
         args: list[str | bytes | int] = [self.ttl_s, repr(self.contact_history_s)]
         for decision, inputs in batch:
             record = orjson.dumps(decision)
@@ -361,8 +356,8 @@ class RedisDecisionLog(DecisionLog):
         ]  # fmt: skip
         keys = [
             self.decision_key(decision.decision_id),
-            f"{self.prefix}outcome:{decision.decision_id}:{action_id}",
-            self.outcomes_stream,
+            self.keys.outcome(decision.decision_id, action_id),
+            self.keys.outcomes_stream,
             self.keys.contacts(decision.customer_id),
         ]
         args: list[Any] = [

@@ -17,10 +17,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore
 from tests.conftest import service_settings
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -161,7 +164,7 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
         client = redis.Redis.from_url(server.url, decode_responses=True)
         expected = {before.decision_id, reply.decision_id, again.decision_id}
         deadline = time.monotonic() + 3  # decisions are logged a moment after they are answered
-        while not expected <= (logged := {f["decision_id"] for _, f in client.xrange("nba:log:decisions")}):
+        while not expected <= (logged := {f["decision_id"] for _, f in client.xrange(KEYS.decisions_stream)}):
             assert time.monotonic() < deadline, f"never logged: {expected - logged}"
             time.sleep(0.05)
         receipt = stub.RecordOutcome(

@@ -12,8 +12,11 @@ import grpc
 import pytest
 
 from decision.pb import decision_pb2 as pb
+from features.redis_keys import KeyLayout
 from tests.integration.test_scenarios import fresh_flight
 from tests.integration.test_side_effects import recovery_passengers
+
+KEYS = KeyLayout()
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 UPGRADE = "upgrade_first_class"
@@ -21,7 +24,7 @@ UPGRADE = "upgrade_first_class"
 
 def pool_key(flight: str, day: dt.date | None = None) -> str:
     """The documented key of the upgrade pool of ``flight`` on ``day`` (the decision's day by default)."""
-    return f"nba:capacity:{UPGRADE}:{flight}:{(day or dt.date.today()).isoformat()}"
+    return KEYS.capacity(UPGRADE, f"{flight}:{(day or dt.date.today()).isoformat()}")
 
 
 def check_in(stub, customer: str, touchpoint: int = pb.CHECKIN_KIOSK, **context: str) -> pb.DecideResponse:
@@ -64,7 +67,7 @@ def test_the_same_passenger_at_kiosk_desk_and_ivr_holds_one_seat(stub, service, 
     assert not upgraded(check_in(stub, third, flight=flight))  # sold out now
     assert upgraded(check_in(stub, passenger, pb.MOBILE_APP, flight=flight))  # still holds the seat
     assert int(redis_client.get(pool_key(flight))) == 0
-    logged = {f["decision_id"] for _, f in redis_client.xrevrange("nba:log:decisions", count=2000)}
+    logged = {f["decision_id"] for _, f in redis_client.xrevrange(KEYS.decisions_stream, count=2000)}
     assert {r.decision_id for r in replies} <= logged
 
 

@@ -24,12 +24,15 @@ from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
 from features.memory_store import MemoryOnlineStore
 from features.redis_client import CircuitBreaker, connect
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from tests.conftest import service_settings
 from tests.decision.test_capacity_pools import PASSENGER, SCHEMA, strategy_from
 from tests.integration.test_scenarios import fresh_flight
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 REDIS_TIMEOUT_S = 1.0  # longer than the callers' deadlines below
 DEADLINE_S = 0.5
@@ -91,7 +94,8 @@ def test_a_stopped_redis_is_waited_for_only_as_long_as_the_deadline_allows(slow_
     assert again.decision_id == replies[0].decision_id
     assert [a.action_id for a in again.actions] == [a.action_id for a in replies[0].actions]
     client = redis.Redis.from_url(server.url, decode_responses=True)
-    assert client.keys(f"nba:capacity*:{flight}:*") == []  # no seat was taken for the check-in
+    pools = (KEYS.capacity("*", f"{flight}:*"), KEYS.capacity_holders("*", f"{flight}:*"))
+    assert [key for pattern in pools for key in client.keys(pattern)] == []  # no seat was taken for the check-in
     client.close()
 
 

@@ -22,11 +22,14 @@ from google.protobuf import json_format
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore
 from tests.conftest import forget_offers, service_settings
 from tests.integration.test_scenarios import fresh_flight
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 # Each test a new visit: the contact policy's offer limits do not carry over from one test to the next.
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
@@ -248,7 +251,7 @@ def test_an_outcome_recorded_over_http_is_in_the_outcome_log_once(base, redis_cl
     assert status == 200 and again == {"outcomeId": receipt["outcomeId"], "duplicate": True}
     logged = [
         fields
-        for _, fields in redis_client.xrevrange("nba:log:outcomes", count=500)
+        for _, fields in redis_client.xrevrange(KEYS.outcomes_stream, count=500)
         if fields["decision_id"] == decision["decisionId"]
     ]
     assert len(logged) == 1

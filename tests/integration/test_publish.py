@@ -22,12 +22,15 @@ from decision.deployment import customer_share
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.scoring import LightGBMScorer
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.schema import FeatureSchema
 from tests.conftest import service_settings
 from training import loop
 from training.demo_model import train_demo_model
 from training.registry import Registry
+
+KEYS = KeyLayout()
 
 CUSTOMERS = [f"cust-{i:06d}" for i in range(1, 400)]
 
@@ -70,7 +73,7 @@ def forget_contacts(service: Service) -> None:
     """A new visit for everyone: the contact policy's offer limits would otherwise hold back the offers of
     customers the earlier tests of this module decided for."""
     service.flow.decision_log.writer.flush()
-    keys = list(service.client.scan_iter("nba:contact:*", count=1000))
+    keys = list(service.client.scan_iter(KEYS.contacts("*"), count=1000))
     if keys:
         service.client.delete(*keys)
 
@@ -131,7 +134,7 @@ def test_publish_and_rollback_under_load_lose_no_call_and_never_mix_models(
     ids = {r.decision_id for r in replies}
     client = redis.Redis.from_url(publishing_service.redis_url)
     replayed = 0
-    for _entry, fields in client.xrange("nba:log:decisions", min=f"{int(time.time() * 1000) - 600_000}"):
+    for _entry, fields in client.xrange(KEYS.decisions_stream, min=f"{int(time.time() * 1000) - 600_000}"):
         decision = orjson.loads(fields[b"decision"])
         if decision["decision_id"] not in ids:
             continue

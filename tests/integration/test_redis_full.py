@@ -14,11 +14,13 @@ from grpc_health.v1 import health_pb2
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
 from tests.conftest import service_settings
 from tests.integration.test_bad_input_and_faults import overall_health
 from training.population import generate_population
 
+KEYS = KeyLayout()
 MAXMEMORY_MB = 4  # Redis starts at ~1 MB; a decision with its outcome takes ~12 KB of it
 
 
@@ -68,8 +70,8 @@ def test_an_embedded_redis_filled_by_decisions_loses_nothing_acknowledged(demo_m
         time.sleep(0.2)  # past redis_retry_after_ms
         stub.Decide(pb.DecideRequest(customer_id="cust-000001", touchpoint=pb.WEB), timeout=5)
         service.flow.decision_log.flush()
-        logged = {entry["decision_id"] for _, entry in client.xrange("nba:log:decisions")}
-        outcomes = {entry_id for entry_id, _ in client.xrange("nba:log:outcomes")}  # an outcome's id is its entry's
+        logged = {entry["decision_id"] for _, entry in client.xrange(KEYS.decisions_stream)}
+        outcomes = {entry_id for entry_id, _ in client.xrange(KEYS.outcomes_stream)}  # an outcome's id is its entry's
         client.close()
     assert set(answered) <= logged, f"{len(set(answered) - logged)} answered decisions never logged"
     assert acknowledged <= outcomes, f"{len(acknowledged - outcomes)} acknowledged outcomes lost"

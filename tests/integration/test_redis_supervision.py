@@ -17,11 +17,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore
 from tests.conftest import service_settings
 from tests.integration.test_workers import client_info_pid, decide, gone, parent_of, serve_workers, stop
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -96,7 +99,7 @@ def test_a_killed_embedded_redis_is_restarted_and_health_follows_it(demo_model_d
         after = not_degraded(stub, "demo-italian")
         assert not after.degraded, after.degraded_reason
         client = redis.Redis.from_url(service.redis_url, decode_responses=True)
-        outcomes = [f for _, f in client.xrange("nba:log:outcomes")]
+        outcomes = [f for _, f in client.xrange(KEYS.outcomes_stream)]
         assert [o["decision_id"] for o in outcomes] == [before.decision_id]  # acknowledged before the kill
         assert receipt.outcome_id
         client.close()

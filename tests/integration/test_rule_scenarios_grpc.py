@@ -13,7 +13,10 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.scenarios import Scenario, compare, load_scenarios
+from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
+
+KEYS = KeyLayout()
 
 SCENARIOS = load_scenarios()
 
@@ -47,14 +50,14 @@ def given_in_redis(scenario: Scenario, service: Service, client: redis.Redis) ->
     for action in service.flow.catalogue.actions.values():  # stock: full, unless the scenario says otherwise
         if action.capacity is not None and action.capacity.per in scenario.context:
             flight = scenario.context[action.capacity.per].strip().upper()
-            key = f"nba:capacity:{action.action_id}:{flight}:{dt.date.today().isoformat()}"
+            key = KEYS.capacity(action.action_id, f"{flight}:{dt.date.today().isoformat()}")
             client.set(key, scenario.capacity_left.get(action.action_id, action.capacity.units))
 
 
 def stored_candidates(client: redis.Redis, decision_id: str) -> list[str]:
     """Every candidate that reached the model, from the decision log (the answer names only those decided)."""
     deadline = time.monotonic() + 5
-    while (stored := client.get(f"nba:decision:{decision_id}")) is None:
+    while (stored := client.get(KEYS.decision(decision_id))) is None:
         assert time.monotonic() < deadline, "the decision never reached the log"
         time.sleep(0.01)
     return sorted(orjson.loads(stored)["candidates"])

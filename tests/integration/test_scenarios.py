@@ -13,8 +13,11 @@ import redis
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
+from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
 from tests.conftest import forget_offers
+
+KEYS = KeyLayout()
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
@@ -57,14 +60,14 @@ def test_s1_valuable_passenger_with_broken_entertainment_is_upgraded_at_the_kios
     letter = [f for f in reply.follow_ups if f.kind == "apology_letter"]
     assert len(letter) == 1 and flight in letter[0].text and "AZ611" in letter[0].text
 
-    logged = stream_entry(redis_client, "nba:log:decisions", reply.decision_id)
+    logged = stream_entry(redis_client, KEYS.decisions_stream, reply.decision_id)
     assert logged["model_version"] == reply.model_version and logged["rules_version"] == reply.rules_version
     record = orjson.loads(logged["decision"])
     assert "upgrade_first_class" in record["candidates"]
     assert all(0.0 <= p <= 1.0 for p, _ in record["candidates"].values())
-    follow_ups = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrevrange("nba:log:follow-ups", count=500)]
+    follow_ups = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrevrange(KEYS.follow_ups_stream, count=500)]
     assert any(f["decision_id"] == reply.decision_id and f["kind"] == "apology_letter" for f in follow_ups)
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}")) == 1
+    assert int(redis_client.get(KEYS.capacity("upgrade_first_class", f"{flight}:{dt.date.today().isoformat()}"))) == 1
 
 
 @pytest.mark.parametrize(

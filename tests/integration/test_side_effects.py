@@ -12,10 +12,13 @@ import pytest
 
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
+from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
 from tests.conftest import forget_offers
 from tests.integration.test_scenarios import fresh_flight
 from tests.integration.test_workers import a_spooled_decision, logged
+
+KEYS = KeyLayout()
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
@@ -57,10 +60,10 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_on
     retries = [stub.Decide(request, timeout=5) for _ in range(3)]
     assert {r.decision_id for r in retries} == {first.decision_id}
     assert all(r == first for r in retries)
-    pool = f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}"
+    pool = KEYS.capacity("upgrade_first_class", f"{flight}:{dt.date.today().isoformat()}")
     assert int(redis_client.get(pool)) == 1  # 2 seats, one taken
     logged = [
-        f for _, f in redis_client.xrevrange("nba:log:decisions", count=1000) if f["request_id"] == request.request_id
+        f for _, f in redis_client.xrevrange(KEYS.decisions_stream, count=1000) if f["request_id"] == request.request_id
     ]
     assert len(logged) == 1
 
@@ -85,7 +88,7 @@ def test_concurrent_check_ins_never_oversell_the_last_upgrade_seats(stub, servic
         replies = list(pool.map(check_in, passengers))
     upgraded = [r for r in replies if r.actions and r.actions[0].action_id == "upgrade_first_class"]
     assert len(upgraded) == 2  # the catalogue gives each flight 2 upgrade seats
-    assert int(redis_client.get(f"nba:capacity:upgrade_first_class:{flight}:{dt.date.today().isoformat()}")) == 0
+    assert int(redis_client.get(KEYS.capacity("upgrade_first_class", f"{flight}:{dt.date.today().isoformat()}"))) == 0
     for reply in replies:
         if reply not in upgraded:
             assert ("upgrade_first_class", "capacity_exhausted") in {
@@ -108,7 +111,7 @@ def test_outcomes_are_stored_once_and_logged(stub, redis_client):
     again = stub.RecordOutcome(request, timeout=5)
     assert not first.duplicate and again.duplicate and again.outcome_id == first.outcome_id
     entries = [
-        f for _, f in redis_client.xrevrange("nba:log:outcomes", count=1000) if f["decision_id"] == reply.decision_id
+        f for _, f in redis_client.xrevrange(KEYS.outcomes_stream, count=1000) if f["decision_id"] == reply.decision_id
     ]
     assert len(entries) == 1
     assert entries[0]["outcome"] == "ACCEPTED" and entries[0]["action_id"] == action
@@ -212,7 +215,7 @@ def test_a_spool_replayed_twice_logs_each_decision_once(stub, service, redis_cli
     decision_log = service.flow.decision_log
     assert decision_log.replay_spool_files(first.parent) == 1
     assert decision_log.replay_spool_files(again.parent) == 3
-    entries = [e["decision_id"] for _, e in redis_client.xrange("nba:log:decisions")]
+    entries = [e["decision_id"] for _, e in redis_client.xrange(KEYS.decisions_stream)]
     assert all(entries.count(f"spooled-{i}") == 1 for i in ids)
     assert all(logged(redis_client, f"spooled-{i}") for i in ids)
     assert again.read_bytes() == b"" and first.read_bytes() == b""
@@ -242,7 +245,7 @@ def test_an_ignored_offer_accepted_later_is_recorded_and_a_final_outcome_never_c
             f"outcome: decision {reply.decision_id} action {action} already has ACCEPTED recorded; "
             "an outcome once accepted or declined cannot change"
         )
-    entries = [f for _, f in redis_client.xrange("nba:log:outcomes") if f["decision_id"] == reply.decision_id]
+    entries = [f for _, f in redis_client.xrange(KEYS.outcomes_stream) if f["decision_id"] == reply.decision_id]
     assert [(e["outcome"], e.get("supersedes")) for e in entries] == [("IGNORED", None), ("ACCEPTED", "IGNORED")]
 
 
@@ -256,7 +259,7 @@ def test_an_ignored_offer_declined_later_counts_as_a_decline(stub, service, redi
         stub.RecordOutcome(
             pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action, outcome=outcome), timeout=5
         )
-    history = redis_client.zrange("nba:contact:demo-italian", 0, -1)
+    history = redis_client.zrange(KEYS.contacts("demo-italian"), 0, -1)
     assert f"declined|{action}|CHECKIN_AGENT|{reply.decision_id}" in history
     with pytest.raises(grpc.RpcError) as caught:
         stub.RecordOutcome(

@@ -15,9 +15,12 @@ import pytest
 from decision.decision_log import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
 from decision.pb import decision_pb2 as pb
 from features.redis_client import connect
+from features.redis_keys import KeyLayout
 from features.redis_store import RedisStoreConfig
 from tests.conftest import service_settings
 from tests.integration.test_workers import a_spooled_decision, logged
+
+KEYS = KeyLayout()
 
 TORN = b'{"decision": {"decision_id": "torn-'
 
@@ -53,7 +56,7 @@ def test_the_letters_of_a_spooled_decision_are_sent_when_it_is_replayed(
     # No flight: the upgrade has no pool, so the gold member's recovery and its apology letter, and no seat.
     reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK), timeout=5)
     assert [f.kind for f in reply.follow_ups] == ["apology_letter"]
-    decision = orjson.loads(redis_client.get(f"nba:decision:{reply.decision_id}"))
+    decision = orjson.loads(redis_client.get(KEYS.decision(reply.decision_id)))
     decision["decision_id"] = spooled = f"spooled-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
     data.mkdir()
@@ -61,7 +64,7 @@ def test_the_letters_of_a_spooled_decision_are_sent_when_it_is_replayed(
 
     with Service.start(service_settings(loaded_redis.url, demo_model_dir, data)):
         assert logged(redis_client, spooled)
-    letters = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrange("nba:log:follow-ups")]
+    letters = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrange(KEYS.follow_ups_stream)]
     assert [(letter["kind"], letter["action_id"]) for letter in letters if letter["decision_id"] == spooled] == [
         (f.kind, f.action_id) for f in reply.follow_ups
     ]
@@ -94,7 +97,7 @@ def test_a_commit_is_answered_without_waiting_for_the_spool_replay_it_starts(
     Redis was down; that replay, as long as a full spool takes, once ran on the request's thread."""
     reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK), timeout=5)
     assert reply.follow_ups
-    letter = decision_from_json(redis_client.get(f"nba:decision:{reply.decision_id}"))
+    letter = decision_from_json(redis_client.get(KEYS.decision(reply.decision_id)))
     config = RedisStoreConfig(url=loaded_redis.url)
     decision_log = RedisDecisionLog(connect(config), 3600, 86_400.0, spool_path=tmp_path / "spool.jsonl")
     assert decision_log.spool is not None

@@ -27,7 +27,10 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
+from features.redis_keys import KeyLayout
 from tests.conftest import service_settings
+
+KEYS = KeyLayout()
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0  # two cores shared with everything else: starting a process may be slow
@@ -161,7 +164,7 @@ def a_spooled_decision(stub, redis_client, decision_id: str) -> bytes:
     stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.IVR, request_id=decision_id), timeout=5)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for _, entry in redis_client.xrevrange("nba:log:decisions", count=50):
+        for _, entry in redis_client.xrevrange(KEYS.decisions_stream, count=50):
             if entry["request_id"] == decision_id:
                 decision = orjson.loads(entry["decision"])
                 decision["decision_id"] = f"spooled-{decision_id}"
@@ -171,7 +174,7 @@ def a_spooled_decision(stub, redis_client, decision_id: str) -> bytes:
 
 
 def logged(client: redis.Redis, decision_id: str) -> bool:
-    return any(e["decision_id"] == decision_id for _, e in client.xrange("nba:log:decisions"))
+    return any(e["decision_id"] == decision_id for _, e in client.xrange(KEYS.decisions_stream))
 
 
 def test_the_supervisor_starts_redis_replays_earlier_spools_and_stops_everything(

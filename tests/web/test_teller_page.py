@@ -11,11 +11,14 @@ import redis
 
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore
 from tests.conftest import service_settings
 from tests.web.conftest import screenshot
 from training.population import generate_population
+
+KEYS = KeyLayout()
 
 # Each test a new visit: the contact policy's offer limits do not carry over from one test to the next.
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
@@ -50,7 +53,7 @@ def page_language(page, language: str) -> None:
 
 def outcome_logged(client: redis.Redis, decision_id: str) -> list[tuple[str, dict[str, str]]]:
     """(stream id, fields) of the decision's outcomes in the outcome log data scientists retrain from."""
-    entries = client.xrevrange("nba:log:outcomes", count=1000)
+    entries = client.xrevrange(KEYS.outcomes_stream, count=1000)
     return [(entry_id, fields) for entry_id, fields in entries if fields["decision_id"] == decision_id]
 
 
