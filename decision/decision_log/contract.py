@@ -50,7 +50,6 @@ class Committed:
     """``decision`` is what the caller gets: the new one, or the earlier one for a retried request_id."""
 
     decision: Decision
-    replayed: bool = False
     # The claim that found its pool empty (the decision was not stored); None on success.
     sold_out: CapacityClaim | None = None
 

@@ -51,7 +51,7 @@ class MemoryDecisionLog(DecisionLog):
     ) -> Committed:
         with self._lock:
             if decision.decision_id in self.decisions:
-                return Committed(self.decisions[decision.decision_id], replayed=True)
+                return Committed(self.decisions[decision.decision_id])
             at = decision.decided_at_ms / 1000.0
             left = {}
             for claim in claims:

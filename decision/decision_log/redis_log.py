@@ -240,7 +240,7 @@ class RedisDecisionLog(DecisionLog):
             raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
         status = int(reply[0])
         if status == 0:
-            return Committed(decision_from_json(reply[1]), replayed=True)
+            return Committed(decision_from_json(reply[1]))
         if status == 2:
             return Committed(decision, sold_out=claims[int(reply[1]) - 1])
         self._replay_soon()
