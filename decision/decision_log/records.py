@@ -21,6 +21,7 @@ from decision.domain import (
     FeatureFreshness,
     FollowUp,
     OpenItem,
+    Outcome,
     PolicyTrace,
     RankedAction,
     RuleFired,
@@ -65,6 +66,21 @@ def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any
         "actions", ",".join(a.action_id for a in decision.actions),
         "decision", record,
         "inputs", orjson.dumps(inputs),
+    ]  # fmt: skip
+
+
+def outcome_fields(decision: Decision, action_id: str, outcome: Outcome, at: float) -> list[Any]:
+    """The outcome log entry: the outcome of one action of a decision, with what retraining joins it on."""
+    return [
+        "decision_id", decision.decision_id,
+        "action_id", action_id,
+        "outcome", outcome.name,
+        "customer_id", decision.customer_id,
+        "touchpoint", decision.touchpoint.name,
+        "model_version", decision.model_version,
+        "rules_version", decision.rules_version,
+        "propensity", repr(decision.candidates.get(action_id, (0.0, 0.0))[0]),
+        "at", repr(at),
     ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
@@ -23,7 +23,13 @@ from decision.decision_log.contract import (
     Inputs,
     OutcomeAlreadyFinal,
 )
-from decision.decision_log.records import contact_members, decision_from_json, follow_up_records, stream_fields
+from decision.decision_log.records import (
+    contact_members,
+    decision_from_json,
+    follow_up_records,
+    outcome_fields,
+    stream_fields,
+)
 from decision.decision_log.spool import DecisionSpool, SpoolFull
 from decision.decision_log.writer import BackgroundWriter
 from decision.domain import Decision, Outcome, OutcomeReceipt
@@ -34,7 +40,31 @@ from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 log = logging.getLogger(__name__)
 
 
-_COMMIT = """
+class Call(NamedTuple):
+    """One script call's KEYS and ARGV (ARGV: str, bytes or int, as ``RoundTrip`` sends them)."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+class LuaScript:
+    """A server-side script, run by its hash and sent whole only when Redis does not know it (after a restart)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def run(self, round_trip: RoundTrip, call: Call, timeout_s: float | None = None) -> Any:
+        n = len(call.keys)
+        try:
+            return round_trip(("EVALSHA", self.sha, n, *call.keys, *call.args), timeout_s=timeout_s)[0]
+        except redis.exceptions.NoScriptError:
+            return round_trip(("EVAL", self.source, n, *call.keys, *call.args), timeout_s=timeout_s)[0]
+
+
+# A decision with side effects (capacity, follow-ups), written before it is answered.
+# Replies: {0, stored decision} its key exists (a retry); {2, i} the i-th claim's pool is empty; {1} stored.
+COMMIT = LuaScript("""
 -- KEYS: decision, decisions stream, follow-ups stream, contact history, then per claim: pool, pool's holders
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
 --       per claim: default units, expires at (epoch s, 0 = never), holder; then decided at (epoch s),
@@ -86,36 +116,49 @@ if #ARGV > at_index + 1 then
   redis.call('EXPIRE', KEYS[4], math.ceil(history))
 end
 return {1}
-"""
-
-_OUTCOME = """
--- KEYS: decision, outcome marker, outcomes stream, contact history
--- ARGV: ttl, outcome name, at (epoch s), history seconds, contact member of a decline, n fields, fields...
--- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
---          {1, id} stored.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local fields = {unpack(ARGV, 7, 6 + tonumber(ARGV[6]))}
-local previous = redis.call('GET', KEYS[2])
-if previous then
-  local stored, id = string.match(previous, '^(%u+)|(.+)$')
-  if not stored then return {0, previous} end  -- a bare stream id (from before): a duplicate, as then
-  if stored == ARGV[2] then return {0, id} end
-  if stored ~= 'IGNORED' then return {2, stored} end
-  fields[#fields + 1] = 'supersedes'
-  fields[#fields + 1] = stored
-end
-local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
-redis.call('SET', KEYS[2], ARGV[2] .. '|' .. id, 'EX', ARGV[1])
-if ARGV[2] == 'DECLINED' then
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])))
-end
-return {1, id}
-"""
+""")
 
 
-_LOG_BATCH = """
+def commit_call(
+    keys: KeyLayout,
+    ttl_s: int,
+    history_s: float,
+    decision: Decision,
+    claims: Sequence[CapacityClaim],
+    inputs: Inputs,
+) -> Call:
+    """COMMIT's KEYS and ARGV for a decision and the capacity it takes."""
+    record = orjson.dumps(decision)
+    fields = stream_fields(decision, record, inputs)
+    follow_ups = follow_up_records(decision)
+    pools = [
+        key for c in claims for key in (keys.capacity(c.action_id, c.pool), keys.capacity_holders(c.action_id, c.pool))
+    ]
+    return Call(
+        [
+            keys.decision(decision.decision_id),
+            keys.decisions_stream,
+            keys.follow_ups_stream,
+            keys.contacts(decision.customer_id),
+            *pools,
+        ],
+        [
+            record,
+            ttl_s,
+            len(fields),
+            *fields,
+            len(follow_ups),
+            *follow_ups,
+            *[arg for c in claims for arg in (c.units, c.expires_at, c.holder)],
+            repr(decision.decided_at_ms / 1000.0),
+            history_s,
+            *contact_members(decision),
+        ],
+    )
+
+
+# Decisions without side effects beyond the log, many per call (the background writer, a spool replay).
+LOG_BATCH = LuaScript("""
 -- KEYS: decisions stream, follow-ups stream, then per decision: its key, its customer's contact history
 -- ARGV: ttl seconds, history seconds, then per decision: decision json, decided at (epoch s),
 --       n contact members, n stream fields, n follow-ups, members..., stream fields..., follow-up jsons...
@@ -144,9 +187,73 @@ for k = 3, #KEYS, 2 do
   a = a + n_members + n_fields + n_follow
 end
 return 1
-"""
-_COMMIT_SHA = hashlib.sha1(_COMMIT.encode()).hexdigest()
-_LOG_BATCH_SHA = hashlib.sha1(_LOG_BATCH.encode()).hexdigest()
+""")
+
+
+def log_batch_call(keys: KeyLayout, ttl_s: int, history_s: float, batch: Sequence[tuple[Decision, Inputs]]) -> Call:
+    """LOG_BATCH's KEYS and ARGV for a batch of decisions."""
+    call = Call([keys.decisions_stream, keys.follow_ups_stream], [ttl_s, repr(history_s)])
+    for decision, inputs in batch:
+        record = orjson.dumps(decision)
+        members = contact_members(decision)
+        fields = stream_fields(decision, record, inputs)
+        letters = follow_up_records(decision)
+        call.keys.extend((keys.decision(decision.decision_id), keys.contacts(decision.customer_id)))
+        call.args.extend((record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), len(letters)))
+        call.args.extend((*members, *fields, *letters))
+    return call
+
+
+# An outcome of a decision's action, stored once.
+OUTCOME = LuaScript("""
+-- KEYS: decision, outcome marker, outcomes stream, contact history
+-- ARGV: ttl, outcome name, at (epoch s), history seconds, contact member of a decline, n fields, fields...
+-- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
+--          {1, id} stored.
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
+local fields = {unpack(ARGV, 7, 6 + tonumber(ARGV[6]))}
+local previous = redis.call('GET', KEYS[2])
+if previous then
+  local stored, id = string.match(previous, '^(%u+)|(.+)$')
+  if not stored then return {0, previous} end  -- a bare stream id (from before): a duplicate, as then
+  if stored == ARGV[2] then return {0, id} end
+  if stored ~= 'IGNORED' then return {2, stored} end
+  fields[#fields + 1] = 'supersedes'
+  fields[#fields + 1] = stored
+end
+local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
+redis.call('SET', KEYS[2], ARGV[2] .. '|' .. id, 'EX', ARGV[1])
+if ARGV[2] == 'DECLINED' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])))
+end
+return {1, id}
+""")
+
+
+def outcome_call(
+    keys: KeyLayout, ttl_s: int, history_s: float, decision: Decision, action_id: str, outcome: Outcome, at: float
+) -> Call:
+    """OUTCOME's KEYS and ARGV for one outcome of a decision's action."""
+    fields = outcome_fields(decision, action_id, outcome, at)
+    return Call(
+        [
+            keys.decision(decision.decision_id),
+            keys.outcome(decision.decision_id, action_id),
+            keys.outcomes_stream,
+            keys.contacts(decision.customer_id),
+        ],
+        [
+            ttl_s,
+            outcome.name,
+            repr(at),
+            history_s,
+            Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
+            len(fields),
+            *fields,
+        ],
+    )
 
 
 class RedisDecisionLog(DecisionLog):
@@ -167,7 +274,6 @@ class RedisDecisionLog(DecisionLog):
         self.ttl_s = ttl_s
         self.contact_history_s = contact_history_s
         self.keys = KeyLayout(key_prefix)
-        self._outcome = client.register_script(_OUTCOME)
         self.round_trip = RoundTrip(client)
         self.spool = DecisionSpool(spool_path, spool_fsync, spool_max_bytes) if spool_path else None
         # Shared with the feature store: when Redis just failed, commits go to the spool without waiting.
@@ -202,36 +308,11 @@ class RedisDecisionLog(DecisionLog):
         if not claims and not decision.follow_ups:
             self.writer.submit(decision, inputs)
             return Committed(decision)
-        record = orjson.dumps(decision)
-        follow_ups = follow_up_records(decision)
-        fields = stream_fields(decision, record, inputs)
-        keys = [
-            self.decision_key(decision.decision_id),
-            self.keys.decisions_stream,
-            self.keys.follow_ups_stream,
-            self.keys.contacts(decision.customer_id),
-            *[
-                key
-                for c in claims
-                for key in (self.keys.capacity(c.action_id, c.pool), self.keys.capacity_holders(c.action_id, c.pool))
-            ],
-        ]
-        args = [
-            record,
-            self.ttl_s,
-            len(fields),
-            *fields,
-            len(follow_ups),
-            *follow_ups,
-            *[arg for c in claims for arg in (c.units, c.expires_at, c.holder)],
-            repr(decision.decided_at_ms / 1000.0),
-            self.contact_history_s,
-            *contact_members(decision),
-        ]
+        call = commit_call(self.keys, self.ttl_s, self.contact_history_s, decision, claims, inputs)
         try:
             if timeout_s is not None and timeout_s < SHORTEST_CALL_S:
                 raise CutShort(f"{max(timeout_s, 0.0) * 1000:.1f} ms left before the deadline")
-            reply = self._script(_COMMIT, _COMMIT_SHA, keys, args, timeout_s)
+            reply = COMMIT.run(self.round_trip, call, timeout_s)
         except (redis.RedisError, OSError) as exc:
             if self.breaker is not None and not isinstance(exc, CutShort):
                 self.breaker.failed()
@@ -267,26 +348,7 @@ class RedisDecisionLog(DecisionLog):
         time the request threads wait for the GIL; this costs ~100 us (a quarter of it serialising the decision
         and its inputs), and Redis ~40 us more per decision than the plain commands took (it builds Lua's ARGV).
         """
-        keys: list[str] = [self.keys.decisions_stream, self.keys.follow_ups_stream]
-        args: list[str | bytes | int] = [self.ttl_s, repr(self.contact_history_s)]
-        for decision, inputs in batch:
-            record = orjson.dumps(decision)
-            members = contact_members(decision)
-            fields = stream_fields(decision, record, inputs)
-            letters = follow_up_records(decision)
-            keys += (self.decision_key(decision.decision_id), self.keys.contacts(decision.customer_id))
-            args += (record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), len(letters))
-            args += (*members, *fields, *letters)
-        self._script(_LOG_BATCH, _LOG_BATCH_SHA, keys, args)
-
-    def _script(
-        self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any], timeout_s: float | None = None
-    ) -> Any:
-        """Run a script by its hash, sending it whole only when Redis does not know it (after a restart)."""
-        try:
-            return self.round_trip(("EVALSHA", sha, len(keys), *keys, *args), timeout_s=timeout_s)[0]
-        except redis.exceptions.NoScriptError:
-            return self.round_trip(("EVAL", script, len(keys), *keys, *args), timeout_s=timeout_s)[0]
+        LOG_BATCH.run(self.round_trip, log_batch_call(self.keys, self.ttl_s, self.contact_history_s, batch))
 
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
@@ -343,34 +405,9 @@ class RedisDecisionLog(DecisionLog):
         return decision_from_json(stored)
 
     def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
-        fields = [
-            "decision_id", decision.decision_id,
-            "action_id", action_id,
-            "outcome", outcome.name,
-            "customer_id", decision.customer_id,
-            "touchpoint", decision.touchpoint.name,
-            "model_version", decision.model_version,
-            "rules_version", decision.rules_version,
-            "propensity", repr(decision.candidates.get(action_id, (0.0, 0.0))[0]),
-            "at", repr(at),
-        ]  # fmt: skip
-        keys = [
-            self.decision_key(decision.decision_id),
-            self.keys.outcome(decision.decision_id, action_id),
-            self.keys.outcomes_stream,
-            self.keys.contacts(decision.customer_id),
-        ]
-        args: list[Any] = [
-            self.ttl_s,
-            outcome.name,
-            repr(at),
-            self.contact_history_s,
-            Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
-            len(fields),
-            *fields,
-        ]
+        call = outcome_call(self.keys, self.ttl_s, self.contact_history_s, decision, action_id, outcome, at)
         try:
-            reply = self._outcome(keys=keys, args=args)
+            reply = OUTCOME.run(self.round_trip, call)
         except (redis.RedisError, OSError) as exc:
             raise DecisionLogUnavailable(f"outcome not stored: {exc}") from exc
         if int(reply[0]) == -1:
