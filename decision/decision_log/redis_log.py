@@ -62,6 +62,9 @@ class LuaScript:
             return round_trip(("EVAL", self.source, n, *call.keys, *call.args), timeout_s=timeout_s)[0]
 
 
+# The scripts' ARGV is positional, each slot named once at the top of the script: the same calls with their
+# scalars as a JSON table read by name (cjson) cost Redis measurably more per decision (a commit the most).
+
 # A decision with side effects (capacity, follow-ups), written before it is answered.
 # Replies: {0, stored decision} its key exists (a retry); {2, i} the i-th claim's pool is empty; {1} stored.
 COMMIT = LuaScript("""
@@ -69,51 +72,54 @@ COMMIT = LuaScript("""
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
 --       per claim: default units, expires at (epoch s, 0 = never), holder; then decided at (epoch s),
 --       history seconds, contact members...
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-local n_fields = tonumber(ARGV[3])
+local decision_key, decisions, follow_ups, contacts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local record, ttl, n_fields = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n_follow = tonumber(ARGV[4 + n_fields])
 local first_claim = 5 + n_fields + n_follow
 local n_claims = (#KEYS - 4) / 2
+local at_index = first_claim + 3 * n_claims
+local function claim(i)  -- the i-th claim: its pool, the pool's holders, default units, expires at, holder
+  local a = first_claim + 3 * (i - 1)
+  return KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2]
+end
+local existing = redis.call('GET', decision_key)
+if existing then return {0, existing} end
 local held = {}
 for i = 1, n_claims do
-  local a = first_claim + 3 * (i - 1)
-  held[i] = redis.call('SISMEMBER', KEYS[4 + 2 * i], ARGV[a + 2]) == 1
+  local pool, holders, units, _, holder = claim(i)
+  held[i] = redis.call('SISMEMBER', holders, holder) == 1
   if not held[i] then
-    local left = redis.call('GET', KEYS[3 + 2 * i])
-    if left == false then left = ARGV[a] end
+    local left = redis.call('GET', pool)
+    if left == false then left = units end
     if tonumber(left) <= 0 then return {2, i} end
   end
 end
 for i = 1, n_claims do
-  local a = first_claim + 3 * (i - 1)
-  local pool, holders = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  local pool, holders, units, expires_at, holder = claim(i)
   if not held[i] then
     if redis.call('EXISTS', pool) == 0 then
-      redis.call('SET', pool, ARGV[a])
+      redis.call('SET', pool, units)
     end
     redis.call('DECR', pool)
-    redis.call('SADD', holders, ARGV[a + 2])
-    if tonumber(ARGV[a + 1]) > 0 then
-      redis.call('EXPIREAT', pool, ARGV[a + 1])
-      redis.call('EXPIREAT', holders, ARGV[a + 1])
+    redis.call('SADD', holders, holder)
+    if tonumber(expires_at) > 0 then
+      redis.call('EXPIREAT', pool, expires_at)
+      redis.call('EXPIREAT', holders, expires_at)
     end
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4, 3 + n_fields))
+redis.call('SET', decision_key, record, 'EX', ttl)
+redis.call('XADD', decisions, '*', unpack(ARGV, 4, 3 + n_fields))
 for i = 1, n_follow do
-  redis.call('XADD', KEYS[3], '*', 'follow_up', ARGV[4 + n_fields + i])
+  redis.call('XADD', follow_ups, '*', 'follow_up', ARGV[4 + n_fields + i])
 end
-local at_index = first_claim + 3 * n_claims
-local at = tonumber(ARGV[at_index])
-local history = tonumber(ARGV[at_index + 1])
+local at, history = tonumber(ARGV[at_index]), tonumber(ARGV[at_index + 1])
 if #ARGV > at_index + 1 then
   for i = at_index + 2, #ARGV do
-    redis.call('ZADD', KEYS[4], at, ARGV[i])
+    redis.call('ZADD', contacts, at, ARGV[i])
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', at - history)
-  redis.call('EXPIRE', KEYS[4], math.ceil(history))
+  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', at - history)
+  redis.call('EXPIRE', contacts, math.ceil(history))
 end
 return {1}
 """)
@@ -150,7 +156,7 @@ def commit_call(
             len(follow_ups),
             *follow_ups,
             *[arg for c in claims for arg in (c.units, c.expires_at, c.holder)],
-            repr(decision.decided_at_ms / 1000.0),
+            repr(decision.decided_at_ms / 1000.0),  # decided at
             history_s,
             *contact_members(decision),
         ],
@@ -164,24 +170,26 @@ LOG_BATCH = LuaScript("""
 --       n contact members, n stream fields, n follow-ups, members..., stream fields..., follow-up jsons...
 -- A decision whose key exists is skipped whole: a concurrent retry decided twice keeps the first decision
 -- for its outcomes, and a spool replay cut short and repeated stores nothing twice.
+local decisions, follow_ups = KEYS[1], KEYS[2]
 local ttl, history = ARGV[1], tonumber(ARGV[2])
 local a = 3
 for k = 3, #KEYS, 2 do
-  local at, n_members, n_fields = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local n_follow = tonumber(ARGV[a + 4])
-  local fresh = redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl, 'NX')
+  local decision_key, contacts = KEYS[k], KEYS[k + 1]
+  local record, at, n_members = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local n_fields, n_follow = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local fresh = redis.call('SET', decision_key, record, 'EX', ttl, 'NX')
   a = a + 5
   if fresh then
     if n_members > 0 then
       for i = a, a + n_members - 1 do
-        redis.call('ZADD', KEYS[k + 1], at, ARGV[i])
+        redis.call('ZADD', contacts, at, ARGV[i])
       end
-      redis.call('ZREMRANGEBYSCORE', KEYS[k + 1], '-inf', at - history)
-      redis.call('EXPIRE', KEYS[k + 1], math.ceil(history))
+      redis.call('ZREMRANGEBYSCORE', contacts, '-inf', at - history)
+      redis.call('EXPIRE', contacts, math.ceil(history))
     end
-    redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + n_members, a + n_members + n_fields - 1))
+    redis.call('XADD', decisions, '*', unpack(ARGV, a + n_members, a + n_members + n_fields - 1))
     for i = a + n_members + n_fields, a + n_members + n_fields + n_follow - 1 do
-      redis.call('XADD', KEYS[2], '*', 'follow_up', ARGV[i])
+      redis.call('XADD', follow_ups, '*', 'follow_up', ARGV[i])
     end
   end
   a = a + n_members + n_fields + n_follow
@@ -207,26 +215,28 @@ def log_batch_call(keys: KeyLayout, ttl_s: int, history_s: float, batch: Sequenc
 # An outcome of a decision's action, stored once.
 OUTCOME = LuaScript("""
 -- KEYS: decision, outcome marker, outcomes stream, contact history
--- ARGV: ttl, outcome name, at (epoch s), history seconds, contact member of a decline, n fields, fields...
+-- ARGV: ttl seconds, outcome name, at (epoch s), history seconds, contact member of a decline, stream fields...
 -- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
 --          {1, id} stored.
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
-local fields = {unpack(ARGV, 7, 6 + tonumber(ARGV[6]))}
-local previous = redis.call('GET', KEYS[2])
+local decision_key, marker, outcomes, contacts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, outcome, at, history, declined = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if redis.call('EXISTS', decision_key) == 0 then return {-1} end
+local fields = {unpack(ARGV, 6)}
+local previous = redis.call('GET', marker)
 if previous then
   local stored, id = string.match(previous, '^(%u+)|(.+)$')
   if not stored then return {0, previous} end  -- a bare stream id (from before): a duplicate, as then
-  if stored == ARGV[2] then return {0, id} end
+  if stored == outcome then return {0, id} end
   if stored ~= 'IGNORED' then return {2, stored} end
   fields[#fields + 1] = 'supersedes'
   fields[#fields + 1] = stored
 end
-local id = redis.call('XADD', KEYS[3], '*', unpack(fields))
-redis.call('SET', KEYS[2], ARGV[2] .. '|' .. id, 'EX', ARGV[1])
-if ARGV[2] == 'DECLINED' then
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-  redis.call('EXPIRE', KEYS[4], math.ceil(tonumber(ARGV[4])))
+local id = redis.call('XADD', outcomes, '*', unpack(fields))
+redis.call('SET', marker, outcome .. '|' .. id, 'EX', ttl)
+if outcome == 'DECLINED' then
+  redis.call('ZADD', contacts, at, declined)
+  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', tonumber(at) - history)
+  redis.call('EXPIRE', contacts, math.ceil(history))
 end
 return {1, id}
 """)
@@ -236,7 +246,6 @@ def outcome_call(
     keys: KeyLayout, ttl_s: int, history_s: float, decision: Decision, action_id: str, outcome: Outcome, at: float
 ) -> Call:
     """OUTCOME's KEYS and ARGV for one outcome of a decision's action."""
-    fields = outcome_fields(decision, action_id, outcome, at)
     return Call(
         [
             keys.decision(decision.decision_id),
@@ -250,8 +259,7 @@ def outcome_call(
             repr(at),
             history_s,
             Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
-            len(fields),
-            *fields,
+            *outcome_fields(decision, action_id, outcome, at),
         ],
     )
 
