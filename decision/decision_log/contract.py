@@ -1,7 +1,6 @@
-"""The decision log's contract: what any backend (Redis, memory) keeps, and the errors and values it speaks in.
-
-A commit stores a decision and takes its capacity atomically, or stores nothing; an outcome is stored once per
-decision and action. ``Inputs`` is what a decision was made from, logged with it so it can be replayed.
+"""The decision log's contract, which every backend (Redis, memory) keeps: a decision is stored with the capacity
+it takes, atomically, and an outcome once per decision and action; with the values and errors it speaks in.
+``Inputs`` is what a decision was made from, logged with it so it can be replayed.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ class DecisionLogUnavailable(RuntimeError):
 
 
 class DecisionNotFound(LookupError):
-    pass
+    """No such decision: unknown, or expired (it is kept for the decision TTL)."""
 
 
 class OutcomeAlreadyFinal(RuntimeError):
