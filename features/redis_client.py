@@ -3,6 +3,7 @@ round trip bounded by a caller's deadline, and the circuit breaker both consult 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -11,6 +12,8 @@ import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+log = logging.getLogger(__name__)
 
 
 class ClientConfig(Protocol):
@@ -42,23 +45,42 @@ def connect(config: ClientConfig) -> redis.Redis:
 class CircuitBreaker:
     """After a failure, answer "open" for ``retry_after_s`` so callers skip Redis instead of each waiting for it.
 
-    A caller that finds it closed tries Redis; the first failure opens it again. Thread-safe enough without a
-    lock: the worst case under a race is one extra attempt.
+    A caller that finds it closed tries Redis; the first failure opens it again. The failure that opened it is
+    logged once, kept in ``failure`` (and named by ``skipped``, the reason a skipping caller gives) until Redis
+    answers again, which is logged too; ``opened`` counts the episodes. Thread-safe enough without a lock: the
+    worst case under a race is one extra attempt or one extra log line.
     """
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         self._open_until = 0.0
+        self.failure = ""  # what failed since Redis last answered ("" while it answers)
+        self.opened = 0
 
     @property
     def open(self) -> bool:
         return time.monotonic() < self._open_until
 
-    def failed(self) -> None:
+    @property
+    def skipped(self) -> str:
+        return f"skipped after a recent failure ({self.failure})"
+
+    def failed(self, cause: BaseException | str) -> None:
         self._open_until = time.monotonic() + self.retry_after_s
+        if not self.failure:
+            self.failure = str(cause) or type(cause).__name__
+            self.opened += 1
+            log.warning(
+                "Redis failed (%s): skipped for %.1f s at a time until it answers again",
+                self.failure,
+                self.retry_after_s,
+            )
 
     def succeeded(self) -> None:
         self._open_until = 0.0
+        if self.failure:
+            log.info("Redis answers again (it had failed: %s)", self.failure)
+            self.failure = ""
 
 
 # hiredis's type stub declares a one-element tuple; pack_command takes a command of any length.

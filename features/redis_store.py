@@ -48,7 +48,7 @@ class RedisOnlineStore(OnlineStore):
         timeout_s: float | None = None,
     ) -> CustomerRecord:
         if self.breaker.open:
-            raise FeatureStoreUnavailable("feature store skipped after a recent failure")
+            raise FeatureStoreUnavailable(f"feature store {self.breaker.skipped}")
         # Only as far back as the rules' counters look: the common read carries no history at all.
         window_start = now - min(history_s, self.config.contact_history_days * 86_400.0)
         commands: list[tuple[Any, ...]] = [
@@ -62,7 +62,7 @@ class RedisOnlineStore(OnlineStore):
         except CutShort as exc:
             raise FeatureStoreUnavailable(f"feature store read cut short: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
-            self.breaker.failed()
+            self.breaker.failed(exc)
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         self.breaker.succeeded()
         contacts = _contacts(history) if history else ()

@@ -312,7 +312,7 @@ class RedisDecisionLog(DecisionLog):
         if self.breaker is not None and self.breaker.open:
             if not claims:
                 self._spool([(decision, inputs)])
-            raise DecisionLogUnavailable("Redis skipped after a recent failure")
+            raise DecisionLogUnavailable(f"Redis {self.breaker.skipped}")
         if not claims and not decision.follow_ups:
             self.writer.submit(decision, inputs)
             return Committed(decision)
@@ -323,7 +323,7 @@ class RedisDecisionLog(DecisionLog):
             reply = COMMIT.run(self.round_trip, call, timeout_s)
         except (redis.RedisError, OSError) as exc:
             if self.breaker is not None and not isinstance(exc, CutShort):
-                self.breaker.failed()
+                self.breaker.failed(exc)
             if not claims:
                 self._spool([(decision, inputs)])
             raise DecisionLogUnavailable(f"decision log write failed: {exc}") from exc
@@ -341,7 +341,7 @@ class RedisDecisionLog(DecisionLog):
             self._store(batch)
         except (redis.RedisError, OSError) as exc:
             if self.breaker is not None:
-                self.breaker.failed()
+                self.breaker.failed(exc)
             log.warning("%d decisions spooled, the log is unavailable: %s", len(batch), exc)
             self._spool(batch)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -126,3 +127,37 @@ def test_a_read_cut_short_by_the_callers_deadline_does_not_open_the_breaker(tmp_
         os.kill(server.pid, signal.SIGCONT)
         store.client.close()
         server.stop()
+
+
+def test_the_breaker_logs_the_failure_that_opened_it_once_and_names_it_to_skipping_callers(tmp_path, caplog):
+    """A Redis that keeps failing: one warning naming the failure, not one per attempt; the callers that skip
+    Redis meanwhile say why; its return is logged once too."""
+    caplog.set_level("INFO", logger="features.redis_client")
+    server = RedisServer(tmp_path / "redis").start()
+    config = RedisStoreConfig(url=server.url, timeout_ms=50, retry_after_ms=20)
+    store = RedisOnlineStore(connect(config), config)
+    store.read("c1", time.time())
+    server.stop()
+    try:
+        skipped = []
+        for _ in range(10):
+            try:
+                store.read("c1", time.time())
+            except FeatureStoreUnavailable as exc:
+                if "skipped" in str(exc):
+                    skipped.append(str(exc))
+            time.sleep(0.01)
+        assert store.breaker.failure and store.breaker.opened == 1
+        assert skipped and all(store.breaker.failure in reason for reason in skipped)
+        server.start()
+        deadline = time.monotonic() + 5
+        while store.breaker.failure and time.monotonic() < deadline:
+            time.sleep(0.03)
+            with contextlib.suppress(FeatureStoreUnavailable):
+                store.read("c1", time.time())
+    finally:
+        store.client.close()
+        server.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("Redis failed")]) == 1, messages
+    assert len([m for m in messages if m.startswith("Redis answers again")]) == 1, messages
