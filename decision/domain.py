@@ -184,6 +184,9 @@ class Decision:
     # Every candidate that reached the model, for the decision log: action_id -> (propensity, score).
     candidates: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     policy: PolicyTrace = PolicyTrace()
+    # The seats the decision's actions hold for the customer, (action_id, pool such as "AZ777:2026-12-03"):
+    # a decline of one of them gives its seat back to the pool.
+    seats: tuple[tuple[str, str], ...] = ()
 
     @property
     def degraded(self) -> bool:

@@ -195,6 +195,7 @@ class DecisionFlow:
                 continue
             trace = replace(draft.trace, explored=explored.explored, propensity=explored.propensity)
             decision = self._decision(draft, eligible, ranking, ranked, held_back, trace)
+            decision = replace(decision, seats=tuple((c.action_id, c.pool) for c in claims))
             try:
                 committed = self.decision_log.commit(decision, claims, inputs, self._time_left(request))
             except DecisionLogUnavailable as exc:

@@ -90,6 +90,11 @@ class MemoryDecisionLog(DecisionLog):
                 raise OutcomeAlreadyFinal(stored[-1])
             if not duplicate:
                 self.outcomes.append((decision.decision_id, action_id, outcome))
+            if outcome is Outcome.DECLINED and not duplicate:  # the declined action's seat goes back to its pool
+                for pool in (f"{a}:{p}" for a, p in decision.seats if a == action_id):
+                    if decision.customer_id in self.holders.get(pool, ()) and pool in self.capacity_left:
+                        self.holders[pool].discard(decision.customer_id)
+                        self.capacity_left[pool] += 1
             entry = len(stored) if duplicate else len(stored) + 1
         if outcome is Outcome.DECLINED and not duplicate and self.store is not None:
             declined = Contact("declined", action_id, decision.touchpoint.name, at)

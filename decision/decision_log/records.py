@@ -116,4 +116,5 @@ def decision_from_json(data: bytes | str) -> Decision:
         decided_at_ms=d["decided_at_ms"],
         candidates={k: (v[0], v[1]) for k, v in d["candidates"].items()},
         policy=PolicyTrace(**d.get("policy", {})),
+        seats=tuple((action_id, pool) for action_id, pool in d.get("seats", ())),
     )

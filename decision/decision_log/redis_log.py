@@ -214,14 +214,16 @@ def log_batch_call(keys: KeyLayout, ttl_s: int, history_s: float, batch: Sequenc
 
 # An outcome of a decision's action, stored once.
 OUTCOME = LuaScript("""
--- KEYS: decision, outcome marker, outcomes stream, contact history
--- ARGV: ttl seconds, outcome name, at (epoch s), history seconds, contact member of a decline, stream fields...
+-- KEYS: decision, outcome marker, outcomes stream, contact history[, the seat's pool, the pool's holders]
+-- ARGV: ttl seconds, outcome name, at (epoch s), history seconds, contact member of a decline, holder,
+--       stream fields...
 -- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
---          {1, id} stored.
-local decision_key, marker, outcomes, contacts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--          {1, id} stored. A decline of an action that holds a seat gives the seat back (once: the holder's).
+local decision_key, marker, outcomes, contacts, pool, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local ttl, outcome, at, history, declined = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local holder = ARGV[6]
 if redis.call('EXISTS', decision_key) == 0 then return {-1} end
-local fields = {unpack(ARGV, 6)}
+local fields = {unpack(ARGV, 7)}
 local previous = redis.call('GET', marker)
 if previous then
   local stored, id = string.match(previous, '^(%u+)|(.+)$')
@@ -237,6 +239,9 @@ if outcome == 'DECLINED' then
   redis.call('ZADD', contacts, at, declined)
   redis.call('ZREMRANGEBYSCORE', contacts, '-inf', tonumber(at) - history)
   redis.call('EXPIRE', contacts, math.ceil(history))
+  if pool and redis.call('SREM', holders, holder) == 1 and redis.call('EXISTS', pool) == 1 then
+    redis.call('INCR', pool)
+  end
 end
 return {1, id}
 """)
@@ -245,13 +250,20 @@ return {1, id}
 def outcome_call(
     keys: KeyLayout, ttl_s: int, history_s: float, decision: Decision, action_id: str, outcome: Outcome, at: float
 ) -> Call:
-    """OUTCOME's KEYS and ARGV for one outcome of a decision's action."""
+    """OUTCOME's KEYS and ARGV for one outcome of a decision's action (and the action's seat, if it holds one)."""
+    seat = [
+        key
+        for a, pool in decision.seats
+        if a == action_id
+        for key in (keys.capacity(a, pool), keys.capacity_holders(a, pool))
+    ]
     return Call(
         [
             keys.decision(decision.decision_id),
             keys.outcome(decision.decision_id, action_id),
             keys.outcomes_stream,
             keys.contacts(decision.customer_id),
+            *seat[:2],
         ],
         [
             ttl_s,
@@ -259,6 +271,7 @@ def outcome_call(
             repr(at),
             history_s,
             Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
+            decision.customer_id,  # the seat's holder (CapacityClaim.holder)
             *outcome_fields(decision, action_id, outcome, at),
         ],
     )

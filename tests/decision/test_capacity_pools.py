@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from decision.decision_log import MemoryDecisionLog
-from decision.domain import DecisionRequest, Touchpoint, decision_day
+from decision.domain import DecisionRequest, Outcome, Touchpoint, decision_day
 from decision.flow import DecisionFlow, FlowLimits
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
@@ -87,6 +87,19 @@ def test_no_flight_means_no_seat_from_a_shared_pool_and_the_fallback_stands_in(s
         assert (first.action_id, first.mandatory) == ("bonus_points_recovery", True)
         assert [(f.kind, f.action_id) for f in decision.follow_ups] == [("apology_letter", "bonus_points_recovery")]
     assert log.capacity_left == {}
+
+
+def test_the_offline_log_gives_a_declined_upgrades_seat_back_once(strategy):
+    log = MemoryDecisionLog()
+    flow = offline_flow(strategy, log, ["p1", "p2", "p3"])
+    taken = decide(flow, "p1", Touchpoint.CHECKIN_KIOSK, flight="AZ777")
+    assert taken.seats == (("upgrade_first_class", f"AZ777:{decision_day(NOW).isoformat()}"),)
+    decide(flow, "p2", Touchpoint.CHECKIN_KIOSK, flight="AZ777")
+    assert list(log.capacity_left.values()) == [0]
+    for _ in range(2):  # the second decline is a duplicate: it frees nothing more
+        flow.record_outcome(taken.decision_id, "upgrade_first_class", Outcome.DECLINED)
+    assert list(log.capacity_left.values()) == [1]
+    assert decide(flow, "p3", Touchpoint.CHECKIN_KIOSK, flight="AZ777").actions[0].action_id == "upgrade_first_class"
 
 
 def test_the_offline_log_keeps_one_seat_per_passenger_and_one_pool_per_spelling(strategy):

@@ -71,6 +71,23 @@ def test_the_same_passenger_at_kiosk_desk_and_ivr_holds_one_seat(stub, service, 
     assert {r.decision_id for r in replies} <= logged
 
 
+def test_a_declined_upgrade_gives_its_seat_back_once(stub, service, redis_client):
+    """Two seats, two passengers upgraded, the third sold out; the first declines: the seat is free again (a
+    repeated decline frees nothing more) and the third passenger's next check-in gets it."""
+    flight = fresh_flight()
+    first, second, third = recovery_passengers(service, 3)
+    assert upgraded(taken := check_in(stub, first, flight=flight)) and upgraded(check_in(stub, second, flight=flight))
+    assert not upgraded(check_in(stub, third, flight=flight))
+    assert int(redis_client.get(pool_key(flight))) == 0
+    decline = pb.RecordOutcomeRequest(decision_id=taken.decision_id, action_id=UPGRADE, outcome=pb.DECLINED)
+    stub.RecordOutcome(decline, timeout=5)
+    assert stub.RecordOutcome(decline, timeout=5).duplicate
+    assert int(redis_client.get(pool_key(flight))) == 1
+    assert first not in redis_client.smembers(KEYS.capacity_holders(UPGRADE, f"{flight}:{dt.date.today().isoformat()}"))
+    assert upgraded(check_in(stub, third, flight=flight))
+    assert int(redis_client.get(pool_key(flight))) == 0
+
+
 def test_a_daily_flight_has_one_pool_per_date_and_each_expires(stub, service, redis_client):
     flight = fresh_flight()
     today = dt.date.today()
