@@ -233,14 +233,6 @@ def latency_table(runs: Sequence[Latency], floor: Latency | None = None) -> str:
     return "\n".join(lines)
 
 
-def summed(name: str, parts: Sequence[Latency]) -> Latency:
-    """The floor as one distribution: sample i is the sum of the parts' i-th samples (each part's own order)."""
-    n = min(p.count for p in parts)
-    total = sum(p.samples_ms[:n] for p in parts)
-    per_s = 1.0 / sum(1.0 / p.per_s for p in parts) if all(p.per_s for p in parts) else 0.0
-    return Latency(name, np.asarray(total), per_s)
-
-
 def write_cdf(runs: Sequence[Latency], path: Path, title: str) -> Path:
     """One chart, every run's latency CDF on a log-x axis; a small PNG (each curve thinned to 400 points)."""
     import matplotlib

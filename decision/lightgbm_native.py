@@ -26,7 +26,7 @@ _PREDICT_RAW_SCORE = 1
 _PREDICT_LEAF_INDEX = 2
 _DTYPE_FLOAT64 = 1
 _ROW_MAJOR = 1
-# One thread: LightGBM's OpenMP pool fights the gRPC threads under load (PERFORMANCE.md).
+# One thread: LightGBM's OpenMP pool fights the gRPC threads for the cores under load.
 _PARAMETERS = b"num_threads=1"
 # Up to this many rows one single-row call each, beyond it one matrix call (break-even measured at ~9 rows).
 _ROWS_ONE_BY_ONE = 8

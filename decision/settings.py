@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     in this process; more start a supervisor that runs them, restarts any that dies and stops them together."""
 
     threads: int = Field(4, ge=1, le=64)
-    """gRPC handler threads per process. More threads make p99 worse on 2 cores (see PERFORMANCE.md)."""
+    """gRPC handler threads per process. More threads make p99 worse on 2 cores (the GIL and the cores are shared)."""
 
     http_enabled: bool = True
     """Serve the HTTP/JSON API and the teller screen beside gRPC, in the same process."""

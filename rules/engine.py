@@ -1,7 +1,6 @@
 """The rules engine: evaluates every policy rule against one request fact with a single durable-rules assert.
 
-durable-rules 2.0.28 has hazards, all reproduced on these machines (PERFORMANCE.md, "durable-rules hazards");
-each is handled where a comment below says so:
+durable-rules 2.0.28 has hazards, each reproduced before it was handled where a comment below says so:
 
 * its C core is not thread-safe -> every durable call runs under :data:`_DURABLE_LOCK`;
 * ``post`` hands an event to the first matching rule only -> we assert a *fact*, so every matching rule fires;
