@@ -15,9 +15,9 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from decision.models import CARD_FILE, MODEL_FILE
 from features.schema import FeatureSchema
 from training.log_import import FeatureEncoding, LogColumns
-from training.registry import CARD_FILE, MODEL_FILE
 
 ACTION_FEATURE = "action"
 

@@ -115,10 +115,10 @@ def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _guarded(name: str, handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
+        from decision.models import RegistryError
         from decision.scoring import ModelError
         from training.artifact import ArtifactError
         from training.log_import import LogError
-        from training.registry import RegistryError
         from training.simulate import SimulationError
 
         try:
@@ -251,8 +251,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from decision.models import Registry
     from training import loop
-    from training.registry import Registry
 
     registry = Registry(Path(args.registry or loop.default_registry()))
     live = registry.live()

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from decision.models import Deployment, Registry
 from features.schema import FeatureSchema
 from training.artifact import ModelArtifact
 from training.demo_log import LoggingPolicy, simulate_decision_log
 from training.evaluate import Evaluation, evaluate_model
 from training.log_import import ImportedLog, LogColumns, import_log, write_table
 from training.off_policy import DEFAULT_MAX_WEIGHT
-from training.registry import Deployment, Registry
 from training.report import write_report
 from training.scoring_batch import ScoreResult, score_file
 from training.simulate import SimulationReport, StrategySpec

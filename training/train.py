@@ -25,11 +25,11 @@ import lightgbm as lgb
 import numpy as np
 
 from decision.catalogue import Catalogue
+from decision.models import CARD_FILE, MODEL_FILE, Registry, VersionExists
 from features.schema import FeatureSchema
 from training.artifact import ACTION_FEATURE
 from training.demo_model import auc, logloss
 from training.log_import import ImportedLog, LogError
-from training.registry import CARD_FILE, MODEL_FILE, Registry, VersionExists
 
 MIN_ROWS = 30
 
