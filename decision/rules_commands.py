@@ -25,6 +25,7 @@ import numpy as np
 
 from decision import validation
 from decision.errors import InvalidArgument
+from decision.models import CARD_FILE
 from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer, Scorer
 from decision.settings import Settings
@@ -86,7 +87,7 @@ def _scorer(settings: Settings, schema: FeatureSchema, needed: bool) -> Scorer:
     if not needed:
         return _NoModel()
     model_dir = settings.model_dir
-    if not (Path(model_dir) / "model.json").exists():
+    if not (Path(model_dir) / CARD_FILE).exists():
         print(f"(no model in {model_dir}: training the demo model first)", file=sys.stderr)
         load_or_train_demo_model(model_dir)
     return LightGBMScorer(model_dir, schema)

@@ -115,8 +115,7 @@ def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _guarded(name: str, handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        from decision.models import RegistryError
-        from decision.scoring import ModelError
+        from decision.models import ModelError, RegistryError
         from training.artifact import ArtifactError
         from training.log_import import LogError
         from training.simulate import SimulationError
@@ -195,11 +194,11 @@ def _train(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     trained = loop.train(log, registry=args.registry, params=_params(args.param))
     card = trained.card
-    metrics = card["metrics"]
-    split = card["split"]
+    metrics = card.metrics
+    split = card.split
     print(
-        f"{card['objective']} model on {len(log):,} rows ({log.encoding.mode} features, "
-        f"{'servable' if card['servable'] else 'not servable'}): fit {split['fit_rows']:,}, "
+        f"{card.objective} model on {len(log):,} rows ({log.encoding.mode} features, "
+        f"{'servable' if card.servable else 'not servable'}): fit {split['fit_rows']:,}, "
         f"early stopping {split['early_stopping_rows']:,}, held out {split['holdout_rows']:,}; "
         f"{metrics['best_iteration']} trees"
     )

@@ -17,10 +17,9 @@ from decision.app import Service
 from decision.catalogue import Catalogue
 from decision.cli import main
 from decision.deployment import check_model
-from decision.models import Registry
+from decision.models import ModelError, Registry
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
-from decision.scoring import ModelError
 from decision.settings import Settings
 from tests.conftest import service_settings
 from tests.integration.test_workers import decide as decide_on
