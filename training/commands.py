@@ -1,7 +1,8 @@
 """The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models, publish,
 rollback, demo-population, simulate.
 
-``add_training_commands`` adds them to the ``nba`` parser and returns their handlers; each handler calls
+``add_training_commands`` (the ``nba.commands`` entry point ``training`` in pyproject.toml, found by
+``decision/cli.py``) adds them to the ``nba`` parser and returns their handlers; each handler calls
 ``training.loop`` (the same API notebooks use). Heavy imports wait until a command runs, so ``nba decide``
 starts as fast as before. A log or model that cannot be used ends the command with exit code 2 and a message
 naming the column and rows (or the version).
@@ -12,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
+from decision.cli import Handler
 
 
 def add_training_commands(commands: Any) -> dict[str, Handler]:
