@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from decision.api.grpc_server import DecisionApi
 from decision.app import build_flow, store_config
 from decision.pb import decision_pb2 as pb
-from decision.server import DecisionApi
 from decision.settings import Settings
 from decision.side_effects import RedisDecisionLog
 from features.redis_server import RedisServer
@@ -55,7 +55,7 @@ TOUCHPOINTS = [t for t in pb.Touchpoint.values() if t != pb.TOUCHPOINT_UNSPECIFI
 
 # (label, module path, function name): the outermost function of that name in that module is the stage.
 STAGES = (
-    ("DecisionApi.decide (all)", "decision/server.py", "decide"),
+    ("DecisionApi.decide (all)", "decision/api/grpc_server.py", "decide"),
     ("  DecisionFlow.decide", "decision/flow.py", "decide"),
     ("    feature read (Redis round trip)", "features/redis_store.py", "read"),
     ("    schema parse", "features/schema.py", "parse"),
@@ -68,7 +68,7 @@ STAGES = (
     ("      template fields", "decision/explanation.py", "template_values"),
     ("      top features (leaves + paths)", "decision/scoring.py", "explain"),
     ("    decision log commit", "decision/side_effects.py", "commit"),
-    ("  decision -> proto", "decision/server.py", "decision_to_proto"),
+    ("  decision -> proto", "decision/api/grpc_server.py", "decision_to_proto"),
 )
 
 
