@@ -36,8 +36,8 @@ browser: ## Install Debian's chromium for the teller screen tests, when it is mi
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; }
 
-lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+lint: $(STAMP) ## ruff lint and format check, and the import-linter contracts (the layers, in pyproject.toml)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
 
 typecheck: $(STAMP) ## mypy on our own packages
 	$(VENV)/bin/mypy decision features rules training benchmarks
@@ -49,4 +49,4 @@ faults: $(STAMP) ## The fault benchmark (Redis kill -9, SIGSTOP, torn spool, wor
 	$(PY) -m benchmarks.fault_bench --write benchmarks/RESULTS.md
 
 clean: ## Remove the venv, demo data and caches
-	rm -rf $(VENV) .nba-data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .nba-data .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

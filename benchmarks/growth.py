@@ -13,7 +13,6 @@ sequentially, at one touchpoint, with the shipped messages file.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
@@ -31,6 +30,7 @@ import yaml
 from benchmarks.harness import Latency
 from decision.app import build_flow
 from decision.domain import DecisionRequest, Touchpoint
+from decision.models import ModelCard
 from decision.scoring import Scorer
 from decision.settings import Settings
 from features.redis_client import connect
@@ -126,15 +126,14 @@ def train_model(model_dir: Path, values: np.ndarray, action_ids: Sequence[str], 
     }
     data = lgb.Dataset(np.column_stack([rows, actions]), labels, feature_name=names, categorical_feature=categorical)
     booster = lgb.train(params, data, num_boost_round=TREES)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.txt").write_text(booster.model_to_string())
-    card = {
-        "version": f"growth-{n_features}f-{len(action_ids)}a",
-        "feature_names": names,
-        "actions": list(action_ids),
-        "schema_version": schema_version,
-    }
-    (model_dir / "model.json").write_text(json.dumps(card))
+    card = ModelCard(
+        version=f"growth-{n_features}f-{len(action_ids)}a",
+        feature_names=names,
+        actions=list(action_ids),
+        schema_version=schema_version,
+        categorical_features=categorical,
+    )
+    card.write(model_dir, booster.model_to_string())
 
 
 class CountingScorer(Scorer):

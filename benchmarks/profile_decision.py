@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from decision.api.grpc_server import DecisionApi
 from decision.app import build_flow, store_config
 from decision.decision_log import RedisDecisionLog
 from decision.pb import decision_pb2 as pb
-from decision.server import DecisionApi
 from decision.settings import Settings
 from features.redis_client import connect
 from features.redis_server import RedisServer
@@ -56,7 +56,7 @@ TOUCHPOINTS = [t for t in pb.Touchpoint.values() if t != pb.TOUCHPOINT_UNSPECIFI
 
 # (label, module path, function name): the outermost function of that name in that module is the stage.
 STAGES = (
-    ("DecisionApi.decide (all)", "decision/server.py", "decide"),
+    ("DecisionApi.decide (all)", "decision/api/grpc_server.py", "decide"),
     ("  DecisionFlow.decide", "decision/flow.py", "decide"),
     ("    feature read (Redis round trip)", "features/redis_store.py", "read"),
     ("    schema parse", "features/schema.py", "parse"),
@@ -69,7 +69,7 @@ STAGES = (
     ("      template fields", "decision/explanation.py", "template_values"),
     ("      top features (leaves + paths)", "decision/scoring.py", "explain"),
     ("    decision log commit", "decision/decision_log/redis_log.py", "commit"),
-    ("  decision -> proto", "decision/server.py", "decision_to_proto"),
+    ("  decision -> proto", "decision/api/grpc_server.py", "decision_to_proto"),
 )
 
 

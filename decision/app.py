@@ -12,17 +12,17 @@ from types import TracebackType
 
 import redis
 
+from decision.api.grpc_server import DecisionApi, DecisionServicer, GrpcServer
+from decision.api.http_api import HttpServer, create_app
+from decision.api.http_limits import connection_budget, raise_open_files_limit
+from decision.api.teller import teller_routes
 from decision.catalogue import Catalogue
 from decision.decision_log import RedisDecisionLog, spool_path
 from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
 from decision.health import StoreHealth, memory_policy_problems
-from decision.http_api import HttpServer, create_app
-from decision.http_limits import connection_budget, raise_open_files_limit
-from decision.server import DecisionApi, DecisionServicer, GrpcServer
 from decision.settings import Settings
 from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
-from decision.teller import teller_routes
 from features.redis_client import CircuitBreaker, connect
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer

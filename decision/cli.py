@@ -1,5 +1,11 @@
-"""The ``nba`` command line: serve, demo, decide, outcome, load, incident, rules, train-demo, and the data
-scientist's commands from ``training.commands`` (demo-log, export-log, train, evaluate, score, models)."""
+"""The ``nba`` command line: the serving commands (serve, decide, outcome, load, incident), and every other
+command from the packages above serving, found through the ``nba.commands`` entry points (pyproject.toml).
+
+An entry point names a function that adds its subcommands to the parser and returns their handlers
+(:data:`AddCommands`): ``training.commands`` (the data scientist's loop), ``training.demo_commands`` (demo,
+train-demo) and ``training.rules_commands`` (rules). So ``nba`` offers them all while serving never imports
+training; ``make setup`` installs the entry points with the package.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +15,53 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from pydantic import ValidationError
 
-from decision import rules_commands, validation
+from decision import validation
 from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from training.commands import add_training_commands
 
-EXAMPLES = [
-    ("S1 service recovery at the kiosk", "demo-ife-gold", "CHECKIN_KIOSK", ["flight=AZ610", "cabin=economy"]),
-    ("S1 the same passenger at the agent's desk", "demo-ife-gold", "CHECKIN_AGENT", ["flight=AZ610"]),
-    ("S2 an Italian passenger on the phone", "demo-italian", "IVR", ["flight=AZ612"]),
-    ("S7 a bank customer with an open dispute", "demo-bank-open-issue", "BRANCH_TELLER", []),
-]
+COMMAND_GROUP = "nba.commands"
+Handler = Callable[[argparse.Namespace], int]
+AddCommands = Callable[[Any], dict[str, Handler]]
+"""An ``nba.commands`` entry point: adds subcommands to argparse's subparsers action; returns {name: handler}."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nba", description="Real-time next-best-action decisions.")
     commands = parser.add_subparsers(dest="command", required=True)
+    handlers = add_serving_commands(commands)
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        add_commands: AddCommands = entry.load()
+        handlers |= add_commands(commands)
 
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(handlers[args.command](args) or 0)
+    except InvalidArgument as exc:
+        print(f"nba {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"nba {args.command}: invalid NBA_* settings: {exc}", file=sys.stderr)
+        return 2
+
+
+def add_serving_commands(commands: Any) -> dict[str, Handler]:
+    """serve, decide, outcome, load and incident: run the service, talk to it, write its features."""
     serve = commands.add_parser("serve", help="serve gRPC with the settings from NBA_* variables")
     serve.add_argument(
         "--workers", type=int, default=None, help="server processes sharing the port (default: NBA_WORKERS, 1)"
     )
-
-    demo = commands.add_parser("demo", help="embedded Redis + demo population + demo model, then serve")
-    demo.add_argument("--customers", type=int, default=10_000, help="ordinary customers besides the personas")
 
     decide = commands.add_parser("decide", help="ask a running service for a decision")
     decide.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the service")
@@ -69,23 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     incident.add_argument("--type", required=True, help="ife_broken, seat_broken, delay, lost_bag, card_dispute")
     incident.add_argument("--flight", default="")
     incident.add_argument("--long-haul", action="store_true")
-
-    rules_commands.add_parser(commands)
-
-    train = commands.add_parser("train-demo", help="train the demo model on the simulated response history")
-    train.add_argument("--out", type=Path, default=None, help="model directory (default: NBA_MODEL_DIR)")
-    training_commands = add_training_commands(commands)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int((COMMANDS.get(args.command) or training_commands[args.command])(args) or 0)
-    except InvalidArgument as exc:
-        print(f"nba {args.command}: {exc.message}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        print(f"nba {args.command}: invalid NBA_* settings: {exc}", file=sys.stderr)
-        return 2
+    return {"serve": _serve, "decide": _decide, "outcome": _outcome, "load": _load, "incident": _incident}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -98,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
         if service.http is not None:
             print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
-        _wait_for_signal()
+        wait_for_signal()
     return 0
 
 
@@ -115,38 +119,7 @@ def _serve_processes(settings: Settings) -> int:
         if settings.http_enabled:
             url = f"http://{settings.host}:{supervisor.http_port}"
             print(f"teller screen: {teller_url(url)}  HTTP/JSON API: {url}/v1/", flush=True)
-        _wait_for_signal()
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from decision.app import Service
-    from features.redis_store import RedisOnlineStore
-    from training.demo_model import load_or_train_demo_model
-    from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
-
-    settings = Settings()
-    print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
-    with Service.start(settings) as service:
-        store = service.flow.store
-        assert isinstance(store, RedisOnlineStore)
-        now = time.time()
-        count = store.write_profiles(generate_population(args.customers, now=now), written_at=now)
-        print(f"loaded {count} customer profiles into Redis at {service.redis_url}")
-        print(f"serving nba.v1.DecisionService on {service.grpc.target}")
-        if service.http is not None:
-            print(f"teller screen (scenario S7, try {DEMO_BANK_OPEN_ISSUE}): {teller_url(service.http.url)}")
-            print(f"HTTP/JSON API: POST {service.http.url}/v1/decide, /v1/outcomes; described at /openapi.json")
-        print("\nTry:")
-        for title, customer, touchpoint, context in EXAMPLES:
-            extra = f" --context {' '.join(context)}" if context else ""
-            print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
-        print(
-            f"  # any gRPC client can discover the API (server reflection):\n"
-            f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
-            flush=True,
-        )
-        _wait_for_signal()
+        wait_for_signal()
     return 0
 
 
@@ -240,20 +213,13 @@ def _incident(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_demo(args: argparse.Namespace) -> int:
-    from training.demo_model import train_demo_model
-
-    out = args.out or Settings().model_dir
-    print(train_demo_model(Path(out)))
-    return 0
-
-
 def teller_url(base_url: str) -> str:
     """The teller screen's address as a person types it: localhost for the loopback address."""
     return base_url.replace("//127.0.0.1:", "//localhost:") + "/teller"
 
 
-def _wait_for_signal() -> None:
+def wait_for_signal() -> None:
+    """Return on SIGTERM or SIGINT (Ctrl-C); the caller then stops what it serves."""
     stop = {"now": False}
 
     def _handler(signum: int, frame: object) -> None:
@@ -264,17 +230,6 @@ def _wait_for_signal() -> None:
     while not stop["now"]:
         time.sleep(0.2)
 
-
-COMMANDS = {
-    "serve": _serve,
-    "demo": _demo,
-    "decide": _decide,
-    "outcome": _outcome,
-    "load": _load,
-    "incident": _incident,
-    "train-demo": _train_demo,
-    "rules": rules_commands.run,
-}
 
 if __name__ == "__main__":
     sys.exit(main())

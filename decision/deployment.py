@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from decision.scoring import LightGBMScorer, ModelError, Scorer
+from decision.models import LIVE_FILE, MODEL_FILE, Deployment, ModelError, Registry, RegistryError
+from decision.scoring import LightGBMScorer, Scorer
 from features.schema import FeatureSchema
-from training.registry import LIVE_FILE, MODEL_FILE, Deployment, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from decision.catalogue import Catalogue, CatalogueError
 from decision.deployment import Models, ModelSource
 from decision.eligibility import EligibilityPolicy
 from decision.explanation import Narrator, NarratorError
-from decision.scoring import ModelError, Scorer
+from decision.models import ModelError
+from decision.scoring import Scorer
 from features.schema import FeatureSchema
 from rules.engine import ReasonTexts, RuleFileError, RulesEngine
 

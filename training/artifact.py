@@ -7,19 +7,15 @@ by the ``action`` column (the action's index in the card's ``actions``), as in `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
+from decision.models import ACTION_FEATURE, CARD_FILE, MODEL_FILE, ModelCard
 from features.schema import FeatureSchema
 from training.log_import import FeatureEncoding, LogColumns
-from training.registry import CARD_FILE, MODEL_FILE
-
-ACTION_FEATURE = "action"
 
 
 class ArtifactError(ValueError):
@@ -31,7 +27,7 @@ class ModelArtifact:
     """model.txt and model.json of one version."""
 
     directory: Path
-    card: dict[str, Any]
+    card: ModelCard
     booster: lgb.Booster
     encoding: FeatureEncoding
     schema: FeatureSchema
@@ -40,47 +36,45 @@ class ModelArtifact:
     def load(cls, directory: Path, schema: FeatureSchema | None = None) -> ModelArtifact:
         directory = Path(directory)
         schema = schema or FeatureSchema.load()
-        card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
-        if "encoding" not in card:
-            # The demo model (nba train-demo) predates the registry: it is a schema model by construction.
-            card = {**card, "encoding": {"mode": "schema", "columns": []}, "servable": True}
-        encoding = FeatureEncoding.from_json(card["encoding"])
+        card = ModelCard.read(directory)
+        # The demo model (nba train-demo) predates the registry: it is a schema model by construction.
+        encoding = FeatureEncoding.from_json(card.encoding or {"mode": "schema", "columns": []})
         expected = [*encoding.feature_names(schema), ACTION_FEATURE]
-        if card["feature_names"] != expected:
+        if card.feature_names != expected:
             raise ArtifactError(
-                f"model {card['version']} was trained on other features than this feature schema gives: "
+                f"model {card.version} was trained on other features than this feature schema gives: "
                 f"retrain it (nba train) on a log of the current schema"
             )
         booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
-        if booster.feature_name() != expected:
+        if not card.describes(booster.feature_name()):
             raise ArtifactError(f"{directory / MODEL_FILE} features differ from {CARD_FILE}")
         return cls(directory, card, booster, encoding, schema)
 
     @property
     def version(self) -> str:
-        return str(self.card["version"])
+        return self.card.version
 
     @property
     def actions(self) -> list[str]:
         """Every action the model can score, in the order of its action codes."""
-        return list(self.card["actions"])
+        return self.card.actions
 
     @property
     def logged_actions(self) -> list[str]:
         """The actions the training log held: those the model has learnt, the ones a policy may choose."""
-        return list(self.card.get("logged_actions") or self.actions)
+        return self.card.logged_actions
 
     @property
     def servable(self) -> bool:
-        return bool(self.card.get("servable", False))
+        return self.card.servable
 
     @property
     def objective(self) -> str:
-        return str(self.card.get("objective", "binary"))
+        return self.card.objective
 
     def log_columns(self, **overrides: str | None) -> LogColumns:
         """The column names the model was trained with, unless overridden (None keeps the trained one)."""
-        trained = self.card.get("log", {}).get("columns", {})
+        trained = self.card.log.get("columns", {})
         chosen = {k: trained.get(k) for k in ("action", "outcome", "propensity", "time")}
         chosen.update({k: v for k, v in overrides.items() if v is not None})
         if not chosen["action"] or not chosen["outcome"]:

@@ -1,7 +1,8 @@
 """The data scientist's ``nba`` subcommands: demo-log, export-log, train, evaluate, score, models, publish,
 rollback, demo-population, simulate.
 
-``add_training_commands`` adds them to the ``nba`` parser and returns their handlers; each handler calls
+``add_training_commands`` (the ``nba.commands`` entry point ``training`` in pyproject.toml, found by
+``decision/cli.py``) adds them to the ``nba`` parser and returns their handlers; each handler calls
 ``training.loop`` (the same API notebooks use). Heavy imports wait until a command runs, so ``nba decide``
 starts as fast as before. A log or model that cannot be used ends the command with exit code 2 and a message
 naming the column and rows (or the version).
@@ -12,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-Handler = Callable[[argparse.Namespace], int]
+from decision.cli import Handler
 
 
 def add_training_commands(commands: Any) -> dict[str, Handler]:
@@ -115,10 +115,9 @@ def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def _guarded(name: str, handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        from decision.scoring import ModelError
+        from decision.models import ModelError, RegistryError
         from training.artifact import ArtifactError
         from training.log_import import LogError
-        from training.registry import RegistryError
         from training.simulate import SimulationError
 
         try:
@@ -195,11 +194,11 @@ def _train(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     trained = loop.train(log, registry=args.registry, params=_params(args.param))
     card = trained.card
-    metrics = card["metrics"]
-    split = card["split"]
+    metrics = card.metrics
+    split = card.split
     print(
-        f"{card['objective']} model on {len(log):,} rows ({log.encoding.mode} features, "
-        f"{'servable' if card['servable'] else 'not servable'}): fit {split['fit_rows']:,}, "
+        f"{card.objective} model on {len(log):,} rows ({log.encoding.mode} features, "
+        f"{'servable' if card.servable else 'not servable'}): fit {split['fit_rows']:,}, "
         f"early stopping {split['early_stopping_rows']:,}, held out {split['holdout_rows']:,}; "
         f"{metrics['best_iteration']} trees"
     )
@@ -251,8 +250,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from decision.models import Registry
     from training import loop
-    from training.registry import Registry
 
     registry = Registry(Path(args.registry or loop.default_registry()))
     live = registry.live()

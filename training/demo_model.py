@@ -2,17 +2,15 @@
 
 One row per (customer, action) shown: the schema's model row followed by the action's index in the catalogue
 (a categorical column), labelled with whether the customer accepted. The artifact is two files in one
-directory: ``model.txt`` (LightGBM's text format, what the scorer loads) and ``model.json`` (the metadata the
-service checks before scoring: feature order, actions, schema version, and the quality measured at training).
+directory: ``model.txt`` (LightGBM's text format, what the scorer loads) and ``model.json`` (its card,
+``decision/models/card.py``: feature order, actions, schema version, and the quality measured at training).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,12 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from decision.catalogue import Catalogue
+from decision.models import ACTION_FEATURE, MODEL_FILE, ModelCard, ModelError
 from features.schema import FeatureSchema
 from training.population import generate_population, simulate_responses
 
-MODEL_FILE = "model.txt"
-METADATA_FILE = "model.json"
-ACTION_FEATURE = "action"
 ACTIONS_PER_CUSTOMER = 4
 VALID_SHARE = 0.2
 EARLY_STOPPING_ROUNDS = 20
@@ -39,7 +35,7 @@ REFERENCE_NOW = 1_790_000_000.0
 
 
 def lightgbm_params(seed: int) -> dict[str, Any]:
-    """The training parameters, also recorded in model.json."""
+    """The training parameters, also recorded in the model card."""
     return {
         "objective": "binary",
         "metric": ["binary_logloss", "auc"],
@@ -130,38 +126,36 @@ def train_demo_model(
         "train_seconds": round(time.perf_counter() - started, 3),
     }
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model_text = booster.model_to_string(num_iteration=booster.best_iteration)
-    metadata = {
-        "version": "demo-" + hashlib.sha256(model_text.encode()).hexdigest()[:12],
-        "feature_names": feature_names,
-        "categorical_features": categorical,
-        "actions": catalogue.action_ids,
-        "schema_version": schema.version,
-        "catalogue_version": catalogue.version,
-        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows": len(log),
-        "customers": len(population),
-        "metrics": metrics,
-        "params": {
-            **params,
-            "num_boost_round": num_boost_round,
-            "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
-            "actions_per_customer": ACTIONS_PER_CUSTOMER,
-            "valid_share": VALID_SHARE,
+    card = ModelCard(
+        version=_demo_version(model_text.encode()),
+        feature_names=feature_names,
+        categorical_features=categorical,
+        actions=catalogue.action_ids,
+        schema_version=schema.version,
+        catalogue_version=catalogue.version,
+        trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        metrics=metrics,
+        details={
+            "rows": len(log),
+            "customers": len(population),
+            "params": {
+                **params,
+                "num_boost_round": num_boost_round,
+                "early_stopping_rounds": EARLY_STOPPING_ROUNDS,
+                "actions_per_customer": ACTIONS_PER_CUSTOMER,
+                "valid_share": VALID_SHARE,
+            },
         },
-    }
-    # model.json goes last: a reader that finds it finds a complete model.txt whose hash it names.
-    _write_atomically(out_dir / MODEL_FILE, model_text)
-    _write_atomically(out_dir / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
-    return out_dir
+    )
+    # The card goes last: a reader that finds it finds a complete model.txt whose hash it names.
+    return card.write(Path(out_dir), model_text)
 
 
 def load_or_train_demo_model(model_dir: Path, **train_options: Any) -> Path:
     """The demo model in ``model_dir``, trained first unless one made for this schema and catalogue is there.
 
-    An existing model is reused when model.json's ``schema_version`` and ``actions`` match the current schema
+    An existing model is reused when its card's ``schema_version`` and ``actions`` match the current schema
     and catalogue and model.txt still hashes to its ``version``; otherwise it is retrained with
     ``train_options`` (passed to ``train_demo_model``). Returns ``model_dir``.
     """
@@ -173,23 +167,20 @@ def load_or_train_demo_model(model_dir: Path, **train_options: Any) -> Path:
 
 def _is_current(model_dir: Path, schema: FeatureSchema, catalogue: Catalogue) -> bool:
     try:
-        metadata = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        card = ModelCard.read(model_dir)
         model_bytes = (model_dir / MODEL_FILE).read_bytes()
-    except (OSError, ValueError):
+    except (OSError, ValueError, ModelError):
         return False
     return (
-        isinstance(metadata, dict)
-        and metadata.get("schema_version") == schema.version
-        and metadata.get("actions") == catalogue.action_ids
-        and metadata.get("version") == "demo-" + hashlib.sha256(model_bytes).hexdigest()[:12]
+        card.schema_version == schema.version
+        and card.actions == catalogue.action_ids
+        and card.version == _demo_version(model_bytes)
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # A server may be reading the directory while we write: readers see the old file or the new one, whole.
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+def _demo_version(model_text: bytes) -> str:
+    # Named by its bytes: the same seed gives the same version anywhere, and a changed model.txt is seen.
+    return "demo-" + hashlib.sha256(model_text).hexdigest()[:12]
 
 
 def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:

@@ -103,12 +103,12 @@ def evaluate_model(
 ) -> Evaluation:
     """Evaluate ``artifact`` on ``log`` (imported with the model's encoding); see the module docstring."""
     warnings: list[str] = []
-    trained_on = artifact.card.get("log", {}).get("fingerprint")
+    trained_on = artifact.card.log.get("fingerprint")
     same_log = trained_on == log.fingerprint
     order = log.order
     kind: Literal["holdout", "all"]
     if same_log and rows == "auto":
-        held_out = int(artifact.card.get("split", {}).get("holdout_rows", 0))
+        held_out = int(artifact.card.split.get("holdout_rows", 0))
         if held_out == 0:
             raise LogError("this is the model's training log and training held no rows out: evaluate another log")
         chosen, kind = order[-held_out:], "holdout"

@@ -15,7 +15,7 @@
     report.summary()["difference"]["first_action_changed"]
 
 Models live in a registry directory (default: ``registry`` under ``NBA_DATA_DIR``); a model is named by its
-version id, ``latest``, or a directory holding model.txt and model.json.
+version id, ``latest``, or a directory holding model.txt and its card, model.json.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from decision.models import Deployment, ModelCard, Registry
 from features.schema import FeatureSchema
 from training.artifact import ModelArtifact
 from training.demo_log import LoggingPolicy, simulate_decision_log
 from training.evaluate import Evaluation, evaluate_model
 from training.log_import import ImportedLog, LogColumns, import_log, write_table
 from training.off_policy import DEFAULT_MAX_WEIGHT
-from training.registry import Deployment, Registry
 from training.report import write_report
 from training.scoring_batch import ScoreResult, score_file
 from training.simulate import SimulationReport, StrategySpec
@@ -63,10 +63,8 @@ class Trained:
     directory: Path
 
     @property
-    def card(self) -> dict[str, Any]:
-        import json
-
-        return dict(json.loads((self.directory / "model.json").read_text(encoding="utf-8")))
+    def card(self) -> ModelCard:
+        return ModelCard.read(self.directory)
 
 
 def default_registry() -> Path:

@@ -42,8 +42,8 @@ def render(e: Evaluation) -> str:
         _row("log", f"{e.log.source.rsplit('/', 1)[-1] or '(table)'}, {len(e.log):,} rows"),
         _row("outcome", f"{e.log.columns.outcome} ({'0/1' if e.binary else 'a value'})"),
         _row("propensities", "logged" if e.propensities_logged else "MISSING: estimates cannot be trusted"),
-        _row("trained", f"{card.get('trained_at', '')} on {card.get('log', {}).get('rows', '?')} rows"),
-        _row("servable", "yes" if e.artifact.servable else f"no: {card.get('servable_reason', '')}"),
+        _row("trained", f"{card.trained_at} on {card.log.get('rows', '?')} rows"),
+        _row("servable", "yes" if e.artifact.servable else f"no: {card.details.get('servable_reason', '')}"),
         _row("actions", ", ".join(e.candidates)),
         "</table>",
     ]

@@ -34,7 +34,8 @@ from decision.catalogue import Catalogue
 from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
-from decision.scoring import LightGBMScorer, ModelError
+from decision.models import ModelError
+from decision.scoring import LightGBMScorer
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.bulk_load import ID_COLUMN, BulkLoadError, read_table
 from features.memory_store import MemoryOnlineStore

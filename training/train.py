@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -25,11 +24,10 @@ import lightgbm as lgb
 import numpy as np
 
 from decision.catalogue import Catalogue
+from decision.models import ACTION_FEATURE, ModelCard, Registry, VersionExists
 from features.schema import FeatureSchema
-from training.artifact import ACTION_FEATURE
 from training.demo_model import auc, logloss
 from training.log_import import ImportedLog, LogError
-from training.registry import CARD_FILE, MODEL_FILE, Registry, VersionExists
 
 MIN_ROWS = 30
 
@@ -165,19 +163,11 @@ def train_model(
         if log.encoding.servable
         else "the log's own feature columns, not the service's feature schema: score and evaluate it offline only"
     )
-    card: dict[str, Any] = {
-        "version": stem,
-        "feature_names": feature_names,
-        "categorical_features": categorical,
-        "actions": actions,
+    details: dict[str, Any] = {
         "logged_actions": log.action_ids,
-        "schema_version": schema.version if log.encoding.servable else "",
-        "catalogue_version": catalogue.version if log.encoding.servable else "",
-        "servable": log.encoding.servable,
         "servable_reason": servable_reason,
         "objective": objective,
         "encoding": log.encoding.to_json(),
-        "trained_at": trained_at.isoformat(timespec="seconds"),
         "log": {
             "source": Path(log.source).name if log.source else "",
             "rows": len(log),
@@ -199,7 +189,6 @@ def train_model(
             "early_stopping_rows": len(split.early_stopping),
             "holdout_rows": len(split.holdout),
         },
-        "metrics": metrics,
         "params": {
             "lightgbm": params,
             **{k: v for k, v in asdict(options).items() if k != "params"},
@@ -208,10 +197,20 @@ def train_model(
     }
     # The same log trained twice in one second gives the same id: each training is still a version of its own.
     for attempt in range(1, 1000):
-        card["version"] = stem if attempt == 1 else f"{stem}-{attempt}"
-        files = {MODEL_FILE: model_text, CARD_FILE: json.dumps(card, indent=2, ensure_ascii=False) + "\n"}
+        card = ModelCard(
+            version=stem if attempt == 1 else f"{stem}-{attempt}",
+            feature_names=feature_names,
+            categorical_features=categorical,
+            actions=actions,
+            schema_version=schema.version if log.encoding.servable else "",
+            catalogue_version=catalogue.version if log.encoding.servable else "",
+            trained_at=trained_at.isoformat(timespec="seconds"),
+            servable=log.encoding.servable,
+            metrics=metrics,
+            details=details,
+        )
         try:
-            return registry.add(card["version"], files)
+            return registry.add(card.version, card.files(model_text))
         except VersionExists:
             continue
     raise VersionExists(f"no free version id for {stem} in {registry.root}")

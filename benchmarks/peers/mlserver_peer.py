@@ -29,7 +29,8 @@ from benchmarks.peers.errors import WrongAnswer
 from benchmarks.peers.process import ServerProcess
 from benchmarks.peers.venv import DEFAULT_ROOT, PeerVenv
 from decision.catalogue import Catalogue
-from decision.scoring import LightGBMScorer, ModelCard
+from decision.models import ModelCard
+from decision.scoring import LightGBMScorer
 from features.redis_server import free_port
 from features.schema import FeatureSchema
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from decision.lightgbm_native import NativeBooster
-from decision.scoring import LightGBMScorer, ModelError
+from decision.models import ModelError
+from decision.scoring import LightGBMScorer
 from features.schema import FeatureSchema
 from training.population import generate_population
 

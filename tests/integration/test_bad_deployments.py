@@ -17,15 +17,14 @@ from decision.app import Service
 from decision.catalogue import Catalogue
 from decision.cli import main
 from decision.deployment import check_model
+from decision.models import ModelError, Registry
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
-from decision.scoring import ModelError
 from decision.settings import Settings
 from tests.conftest import service_settings
 from tests.integration.test_workers import decide as decide_on
 from tests.integration.test_workers import serve_workers, stop
 from training import loop
-from training.registry import Registry
 
 CRASH = "LightGBM crashed loading it (signal"  # SIGABRT mostly, sometimes SIGSEGV
 

@@ -19,6 +19,7 @@ import redis
 from decision.app import Service
 from decision.cli import main
 from decision.deployment import customer_share
+from decision.models import Registry
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.scoring import LightGBMScorer
@@ -28,7 +29,6 @@ from features.schema import FeatureSchema
 from tests.conftest import service_settings
 from training import loop
 from training.demo_model import train_demo_model
-from training.registry import Registry
 
 KEYS = KeyLayout()
 

@@ -24,8 +24,8 @@ import grpc
 import pytest
 from pydantic import ValidationError
 
+from decision.api.http_limits import connection_budget, raise_open_files_limit
 from decision.app import Service
-from decision.http_limits import connection_budget, raise_open_files_limit
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings

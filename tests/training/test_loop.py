@@ -19,6 +19,7 @@ import pytest
 
 from decision.catalogue import Catalogue
 from decision.cli import main
+from decision.models import Registry
 from decision.scoring import LightGBMScorer
 from features.schema import FeatureSchema
 from training import loop
@@ -27,7 +28,6 @@ from training.demo_log import simulate_decision_log, true_probabilities
 from training.demo_model import auc
 from training.log_import import read_table, schema_values, write_table
 from training.population import generate_population
-from training.registry import Registry
 from training.report import PLOTS
 
 CUSTOMERS = 10_000  # 20,000 decisions: enough for the model to find the ground truth again

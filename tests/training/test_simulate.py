@@ -19,12 +19,12 @@ import yaml
 from decision.catalogue import DEFAULT_CATALOGUE_PATH, Catalogue
 from decision.cli import main
 from decision.domain import Decision
+from decision.models import Registry
 from decision.settings import Settings
 from features.bulk_load import read_table
 from training import loop
 from training.log_import import write_table
 from training.population import DEMO_IFE_GOLD, at_touchpoints, generate_population
-from training.registry import Registry
 from training.simulate import NO_POOL, SimulationError, SimulationReport
 
 CUSTOMERS = 250

@@ -9,8 +9,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from decision.api.teller import STATIC_DIR
 from decision.app import Service
-from decision.teller import STATIC_DIR
 
 LANGUAGES = ["en", "it", "zh-Hant", "zh-Hans"]
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from decision.api.wire_format import invalid_utf8_field
 from decision.pb import decision_pb2 as pb
-from decision.wire_format import invalid_utf8_field
 
 
 def test_names_a_bad_context_value() -> None:

@@ -5,7 +5,7 @@
       live.json                      what serves: a stack of deployments (newest last) and the audit trail
       20251122-142700-3fa2b1c4/      a version: the files the service reads
         model.txt                    LightGBM's text model
-        model.json                   the model card (decision/scoring.py's ModelCard reads it)
+        model.json                   the model card (decision/models/card.py)
 
 A version directory is complete or absent: it is written under a temporary name and renamed into place, so a
 server following ``live.json`` never sees half a model. A version is never rewritten; the index can be rebuilt
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-MODEL_FILE = "model.txt"
-CARD_FILE = "model.json"
+from decision.models.card import CARD_FILE, MODEL_FILE, ModelCard
+
 INDEX_FILE = "index.json"
 LIVE_FILE = "live.json"
 LATEST = "latest"
@@ -214,9 +214,7 @@ class Registry:
         directory = self.resolve(version)
         if directory.parent.resolve() != self.root.resolve():
             raise RegistryError(f"{version!r}: only a version of the registry {self.root} can be published")
-        card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
-        # A card without an encoding is the demo model's (nba train-demo): schema features by construction.
-        if not card.get("servable", "encoding" not in card):
+        if not ModelCard.read(directory).servable:
             raise RegistryError(
                 f"{directory.name} cannot serve: it was trained on columns other than the feature schema's "
                 "(an offline model, for nba score and nba evaluate only)"
@@ -247,7 +245,7 @@ class Registry:
             for card_path in self.root.glob(f"*/{CARD_FILE}"):
                 if card_path.parent.name.startswith("."):
                     continue
-                entries.append(index_entry(json.loads(card_path.read_text(encoding="utf-8"))))
+                entries.append(index_entry(ModelCard.read(card_path.parent)))
             entries.sort(key=lambda e: (e["trained_at"], e["version"]))
             document = {"updated_at": _now(), "versions": entries}
             temporary = self.root / f".{INDEX_FILE}.{os.getpid()}.tmp"
@@ -266,17 +264,16 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def index_entry(card: Mapping[str, Any]) -> dict[str, Any]:
+def index_entry(card: ModelCard) -> dict[str, Any]:
     """What the index keeps of a model card."""
-    log = card.get("log", {})
     return {
-        "version": card["version"],
-        "trained_at": card.get("trained_at", ""),
-        "servable": bool(card.get("servable", False)),
-        "objective": card.get("objective", ""),
-        "rows": log.get("rows"),
-        "log_fingerprint": log.get("fingerprint"),
-        "metrics": {k: v for k, v in card.get("metrics", {}).items() if isinstance(v, int | float)},
+        "version": card.version,
+        "trained_at": card.trained_at,
+        "servable": card.servable,
+        "objective": card.details.get("objective", ""),
+        "rows": card.log.get("rows"),
+        "log_fingerprint": card.log.get("fingerprint"),
+        "metrics": {k: v for k, v in card.metrics.items() if isinstance(v, int | float)},
     }
 
 

@@ -10,8 +10,8 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from decision.api.http_api import error_response, message_from_json
 from decision.errors import InvalidArgument
-from decision.http_api import error_response, message_from_json
 from decision.pb import decision_pb2 as pb
 
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=80)  # any text protobuf can hold

@@ -4,7 +4,7 @@
 A body is parsed into the very proto message a gRPC caller sends (unknown fields ignored, as gRPC's parser does),
 then validated and decided by the same code; a DecisionError's gRPC status becomes the HTTP status and the body
 carries the same message, naming the field. ``GET /openapi.json`` describes both. The teller screen
-(``decision.teller``) is served by the same app.
+(``decision.api.teller``) is served by the same app.
 
 uvicorn serves the Starlette app on a thread of its own; the flow runs on Starlette's worker threads, since
 it blocks on Redis.
@@ -35,11 +35,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from decision import validation
+from decision.api.grpc_server import MAX_MESSAGE_BYTES, DecisionApi
+from decision.api.http_limits import ConnectionBudget, limited_protocol
+from decision.api.openapi import openapi_document
 from decision.errors import DecisionError, InvalidArgument
-from decision.http_limits import ConnectionBudget, limited_protocol
-from decision.openapi import openapi_document
 from decision.pb import decision_pb2 as pb
-from decision.server import MAX_MESSAGE_BYTES, DecisionApi
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -231,7 +231,7 @@ class HttpApi:
             reply = await run_in_threadpool(method, message)
         except DecisionError as exc:
             return error_response(exc.status, exc.message)
-        except ClientDisconnect:  # gone (or timed out, see decision.http_limits) before its body was in
+        except ClientDisconnect:  # gone (or timed out, see decision.api.http_limits) before its body was in
             return Response(status_code=400)  # nobody reads it
         except Exception:
             name = message_type.DESCRIPTOR.name.removesuffix("Request")
@@ -284,7 +284,7 @@ class HttpServer:
     """uvicorn serving an ASGI app on its own thread; the socket is bound at construction, so the port is known.
 
     At most ``budget.max_connections`` connections are served at once, and a request must arrive whole within
-    ``read_timeout_s`` (``decision.http_limits``). ``reuse_port`` lets several processes bind the same port
+    ``read_timeout_s`` (``decision.api.http_limits``). ``reuse_port`` lets several processes bind the same port
     (``nba serve --workers N``)."""
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decision.api.grpc_server import decision_to_proto
 from decision.domain import (
     ChannelAdvice,
     Decision,
@@ -17,7 +18,6 @@ from decision.domain import (
     Touchpoint,
 )
 from decision.pb import decision_pb2 as pb
-from decision.server import decision_to_proto
 
 
 def _decision(**changes: object) -> Decision:

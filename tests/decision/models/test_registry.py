@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from training.registry import Registry, RegistryError, VersionExists
+from decision.models import Registry, RegistryError, VersionExists
 
 
 def card(version: str, trained_at: str, **extra: object) -> str:

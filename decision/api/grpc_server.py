@@ -22,11 +22,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from decision import validation
+from decision.api.wire_format import unreadable_field
 from decision.domain import Decision, DecisionRequest
 from decision.errors import DecisionError
 from decision.flow import DecisionFlow
 from decision.pb import decision_pb2 as pb
-from decision.wire_format import unreadable_field
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name

@@ -8,7 +8,8 @@
 
 Each reads the rule files from the same settings the service does (NBA_POLICY_DIR, NBA_CATALOGUE_PATH,
 NBA_MESSAGES_PATH), or from --policy-dir / --catalogue / --messages, so a changed copy can be tried before it
-goes live.
+goes live. They sit above serving (``decision/cli.py`` finds them through the ``nba.commands`` entry point):
+with no model in NBA_MODEL_DIR, ``test`` and ``explain`` train the demo model first (``training.demo_model``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from decision import validation
+from decision.cli import Handler
 from decision.errors import InvalidArgument
+from decision.models import CARD_FILE
 from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer, Scorer
 from decision.settings import Settings
@@ -32,9 +35,11 @@ from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.online_store import CustomerRecord, FeatureStoreUnavailable
 from features.schema import FeatureSchema
 from rules.explain import RuleVerdict, explain_rules
+from training.demo_model import load_or_train_demo_model
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_rules_commands(commands: Any) -> dict[str, Handler]:
+    """Add ``rules`` to ``commands`` (argparse's subparsers action); returns its handler."""
     rules = commands.add_parser("rules", help="check, test and explain the rule files")
     verbs = rules.add_subparsers(dest="rules_command", required=True)
     check = verbs.add_parser("check", help="compile the rule files, catalogue and messages")
@@ -52,6 +57,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--policy-dir", type=Path, default=None, help="rule files (default NBA_POLICY_DIR)")
         parser.add_argument("--catalogue", type=Path, default=None, help="actions.yaml (default NBA_CATALOGUE_PATH)")
         parser.add_argument("--messages", type=Path, default=None, help="messages.yaml (default NBA_MESSAGES_PATH)")
+    return {"rules": run}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,12 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scorer(settings: Settings, schema: FeatureSchema, needed: bool) -> Scorer:
-    from training.demo_model import load_or_train_demo_model
-
     if not needed:
         return _NoModel()
     model_dir = settings.model_dir
-    if not (Path(model_dir) / "model.json").exists():
+    if not (Path(model_dir) / CARD_FILE).exists():
         print(f"(no model in {model_dir}: training the demo model first)", file=sys.stderr)
         load_or_train_demo_model(model_dir)
     return LightGBMScorer(model_dir, schema)

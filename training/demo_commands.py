@@ -1,0 +1,70 @@
+"""``nba demo`` and ``nba train-demo``: the commands that need the demo population and the demo model.
+
+They sit above serving (``decision/cli.py`` finds them through the ``nba.commands`` entry point) because the demo
+data is training's: ``training.population`` and ``training.demo_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from decision.cli import Handler, teller_url, wait_for_signal
+from decision.settings import Settings
+
+EXAMPLES = [
+    ("S1 service recovery at the kiosk", "demo-ife-gold", "CHECKIN_KIOSK", ["flight=AZ610", "cabin=economy"]),
+    ("S1 the same passenger at the agent's desk", "demo-ife-gold", "CHECKIN_AGENT", ["flight=AZ610"]),
+    ("S2 an Italian passenger on the phone", "demo-italian", "IVR", ["flight=AZ612"]),
+    ("S7 a bank customer with an open dispute", "demo-bank-open-issue", "BRANCH_TELLER", []),
+]
+
+
+def add_demo_commands(commands: Any) -> dict[str, Handler]:
+    """Add ``demo`` and ``train-demo`` to ``commands`` (argparse's subparsers action); returns their handlers."""
+    demo = commands.add_parser("demo", help="embedded Redis + demo population + demo model, then serve")
+    demo.add_argument("--customers", type=int, default=10_000, help="ordinary customers besides the personas")
+    train = commands.add_parser("train-demo", help="train the demo model on the simulated response history")
+    train.add_argument("--out", type=Path, default=None, help="model directory (default: NBA_MODEL_DIR)")
+    return {"demo": _demo, "train-demo": _train_demo}
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from decision.app import Service
+    from features.redis_store import RedisOnlineStore
+    from training.demo_model import load_or_train_demo_model
+    from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
+
+    settings = Settings()
+    print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
+    with Service.start(settings) as service:
+        store = service.flow.store
+        assert isinstance(store, RedisOnlineStore)
+        now = time.time()
+        count = store.write_profiles(generate_population(args.customers, now=now), written_at=now)
+        print(f"loaded {count} customer profiles into Redis at {service.redis_url}")
+        print(f"serving nba.v1.DecisionService on {service.grpc.target}")
+        if service.http is not None:
+            print(f"teller screen (scenario S7, try {DEMO_BANK_OPEN_ISSUE}): {teller_url(service.http.url)}")
+            print(f"HTTP/JSON API: POST {service.http.url}/v1/decide, /v1/outcomes; described at /openapi.json")
+        print("\nTry:")
+        for title, customer, touchpoint, context in EXAMPLES:
+            extra = f" --context {' '.join(context)}" if context else ""
+            print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
+        print(
+            f"  # any gRPC client can discover the API (server reflection):\n"
+            f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
+            flush=True,
+        )
+        wait_for_signal()
+    return 0
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from training.demo_model import train_demo_model
+
+    out = args.out or Settings().model_dir
+    print(train_demo_model(Path(out)))
+    return 0
