@@ -176,7 +176,8 @@ def _outcome(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> int:
     from features.bulk_load import load_file
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.redis_client import connect
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig
     from features.schema import FeatureSchema
 
     settings = Settings()
@@ -188,7 +189,8 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _incident(args: argparse.Namespace) -> int:
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig, connect
+    from features.redis_client import connect
+    from features.redis_store import RedisOnlineStore, RedisStoreConfig
     from features.schema import FeatureSchema
 
     schema = FeatureSchema.load(Settings().schema_path)

@@ -12,7 +12,6 @@ from redis.typing import EncodableT, FieldT
 
 from features.online_store import Contact, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.redis_client import CircuitBreaker, CutShort, RoundTrip
-from features.redis_client import connect as connect  # decision/cli.py imports it from here until it moves
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 
 WRITTEN_AT = "_written_at"
