@@ -154,10 +154,9 @@ def _parse_action(path: Path, action_id: str, spec: Any) -> Action:
     if kind not in KINDS:
         raise CatalogueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
     try:
-        touchpoints = frozenset(Touchpoint[t] for t in spec.get("touchpoints", ()))
-    except KeyError as exc:
-        accepted = ", ".join(t.name for t in Touchpoint)
-        raise CatalogueError(f"{where}: touchpoints: unknown {exc}; accepted: {accepted}") from None
+        touchpoints = frozenset(Touchpoint.named(t) for t in spec.get("touchpoints", ()))
+    except ValueError as exc:
+        raise CatalogueError(f"{where}: touchpoints: {exc}") from None
     titles = spec.get("title") or {}
     messages = spec.get("messages") or {}
     if "en" not in titles or "en" not in messages:

@@ -25,6 +25,15 @@ class Touchpoint(enum.IntEnum):
     WEB = 6
     MOBILE_APP = 7
 
+    @classmethod
+    def named(cls, name: object) -> Touchpoint:
+        """The touchpoint called ``name`` (any case, blanks around it ignored); ValueError naming the accepted ones.
+        Every reader of a touchpoint name (requests, the catalogue, scenarios, logs, the simulator) parses it here."""
+        found = cls.__members__.get(str(name).strip().upper())
+        if found is None:
+            raise ValueError(f"unknown touchpoint {name!r}; accepted: {', '.join(cls.__members__)}")
+        return found
+
     @property
     def delivery(self) -> str:
         """How a text reaches the customer: said by a person, shown on a screen, or spoken by a machine."""

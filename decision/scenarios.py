@@ -149,11 +149,9 @@ def _scenario(raw: Any, file: str, schema: FeatureSchema) -> Scenario:
     _only(given, _GIVEN_KEYS, "given")
     _only(expect, EXPECT_KEYS, "expect")
     try:
-        touchpoint = Touchpoint[str(given.get("touchpoint"))]
-    except KeyError:
-        raise ValueError(
-            f"given.touchpoint: {given.get('touchpoint')!r} is not one of {', '.join(t.name for t in Touchpoint)}"
-        ) from None
+        touchpoint = Touchpoint.named(given.get("touchpoint"))
+    except ValueError as exc:
+        raise ValueError(f"given.touchpoint: {exc}") from None
     customer = given.get("customer")
     if customer is not None:
         if not isinstance(customer, dict):

@@ -47,8 +47,8 @@ def touchpoint(value: int) -> Touchpoint:
 
 def touchpoint_name(value: str) -> Touchpoint:
     try:
-        return Touchpoint[value.strip().upper()]
-    except KeyError:
+        return Touchpoint.named(value)
+    except ValueError:
         accepted = ", ".join(t.name for t in Touchpoint)
         raise InvalidArgument(f"touchpoint: must be one of {accepted}; got {shown(value)}") from None
 

@@ -114,10 +114,9 @@ def _rules_inputs(artifact: ModelArtifact, table: pa.Table, touchpoint: str | No
 
 def _touchpoint(name: Any, where: str) -> Touchpoint:
     try:
-        return Touchpoint[str(name).strip().upper()]
-    except KeyError:
-        accepted = ", ".join(t.name for t in Touchpoint)
-        raise LogError(f"{where}: unknown touchpoint {name!r}; accepted: {accepted}") from None
+        return Touchpoint.named(name)
+    except ValueError as exc:
+        raise LogError(f"{where}: {exc}") from None
 
 
 def _decide_with_rules(

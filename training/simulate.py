@@ -214,17 +214,18 @@ def _touchpoints(path: Path, cells: Sequence[str] | None, n: int, override: str 
     accepted = ", ".join(t.name for t in Touchpoint)
     if override:
         try:
-            return [Touchpoint[override.strip().upper()]] * n
-        except KeyError:
-            raise SimulationError(f"--touchpoint: unknown touchpoint {override!r}; accepted: {accepted}") from None
+            return [Touchpoint.named(override)] * n
+        except ValueError as exc:
+            raise SimulationError(f"--touchpoint: {exc}") from None
     if cells is None:
         return [DEFAULT_TOUCHPOINT] * n
     result, bad = [], []
     for i, cell in enumerate(cells):
-        found = Touchpoint.__members__.get(cell.upper()) if cell else DEFAULT_TOUCHPOINT
-        if found is None:
+        try:
+            result.append(Touchpoint.named(cell) if cell else DEFAULT_TOUCHPOINT)
+        except ValueError:
             bad.append(i + 1)
-        result.append(found or DEFAULT_TOUCHPOINT)
+            result.append(DEFAULT_TOUCHPOINT)
     if bad:
         raise SimulationError(
             f"{path}: column {TOUCHPOINT_COLUMN!r}: {_rows_named(bad)} not a touchpoint, e.g. "

@@ -58,7 +58,10 @@ def test_a_wrong_expectation_fails_and_says_what_was_seen_instead(strategy: Stra
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("scenarios: [{id: a, given: {touchpoint: KIOSK}, expect: {language: en}}]", "given.touchpoint: 'KIOSK'"),
+        (
+            "scenarios: [{id: a, given: {touchpoint: KIOSK}, expect: {language: en}}]",
+            "given.touchpoint: unknown touchpoint 'KIOSK'; accepted: CHECKIN_KIOSK",
+        ),
         (
             "scenarios: [{id: a, given: {touchpoint: IVR, customer: {tierr: gold}}, expect: {language: en}}]",
             "given.customer: unknown feature(s) tierr",
