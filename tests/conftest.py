@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,7 @@ def loaded_redis(redis_server: RedisServer, population: list[dict[str, str]]) ->
 def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
     """Forget every customer's contact history (offers made, declines): each test starts a new visit, so
     the contact policy's offer limits do not carry over from one test to the next."""
-    service.flow.decision_log.writer.flush()  # earlier tests' offers, still being written, first
+    service.flow.decision_log.flush()  # earlier tests' offers, still being written, first
     client = redis.Redis.from_url(loaded_redis.url, decode_responses=True)
     keys = list(client.scan_iter(KEYS.contacts("*"), count=1000))
     if keys:
@@ -77,7 +78,7 @@ def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
 
 def forget_offers(service: Service, customer_id: str) -> None:
     """Drop the offers from a customer's contact history (a new visit), keeping declines and follow-ups."""
-    service.flow.decision_log.writer.flush()  # the offers of a decision just answered, still being written
+    service.flow.decision_log.flush()  # the offers of a decision just answered, still being written
     client = service.client
     key = KEYS.contacts(customer_id)
     offers = [m for m in client.zrange(key, 0, -1) if str(m).startswith("offered|")]
@@ -99,6 +100,32 @@ def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **override
         data_dir=data_dir,
         **{"exploration_share": 0.0, "redis_timeout_ms": 250.0, **overrides},
     )
+
+
+@contextlib.contextmanager
+def service_on_its_own_redis(
+    model_dir: Path, tmp_path: Path, customers: int = 50, **overrides: object
+) -> Iterator[tuple[Service, RedisServer]]:
+    """A service over a Redis of its own, with ``customers`` demo profiles: a test may stop, pause or fill that
+    Redis and harm nobody else. ``overrides`` are settings (see service_settings)."""
+    from decision.app import Service
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        with Service.start(service_settings(server.url, model_dir, tmp_path / "data", **overrides)) as service:
+            store = service.flow.store
+            assert isinstance(store, RedisOnlineStore)
+            store.write_profiles(generate_population(customers, now=time.time()), written_at=time.time())
+            yield service, server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def own_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
+    """A service over its own Redis that degrades fast: Redis may take 50 ms, and is skipped 200 ms after a failure."""
+    with service_on_its_own_redis(demo_model_dir, tmp_path, redis_timeout_ms=50, redis_retry_after_ms=200) as own:
+        yield own
 
 
 @pytest.fixture(scope="session")

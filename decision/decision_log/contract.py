@@ -74,6 +74,10 @@ class DecisionLog(abc.ABC):
         """The decision if it was answered but is not written yet."""
 
     @abc.abstractmethod
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every decision answered so far is stored."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Write what is pending and stop."""
 

@@ -43,6 +43,9 @@ class MemoryDecisionLog(DecisionLog):
     def pending(self, decision_id: str) -> Decision | None:
         return None
 
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Nothing to wait for: a decision is stored before it is answered."""
+
     def close(self) -> None:
         pass
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,14 +12,9 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
-from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore
-from tests.conftest import service_settings
-from training.population import generate_population
 
 KEYS = KeyLayout()
 
@@ -98,23 +91,6 @@ def test_health_and_reflection(channel):
 
 
 # -- faults: each test gets its own Redis and service, so stopping Redis harms nobody else -----------------
-
-
-@pytest.fixture()
-def own_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
-    server = RedisServer(tmp_path / "redis").start()
-    settings = service_settings(
-        server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=50, redis_retry_after_ms=200
-    )
-    service = Service.start(settings)
-    store = service.flow.store
-    assert isinstance(store, RedisOnlineStore)
-    store.write_profiles(generate_population(50, now=time.time()), written_at=time.time())
-    try:
-        yield service, server
-    finally:
-        service.stop()
-        server.stop()
 
 
 def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(own_service):

@@ -76,7 +76,7 @@ def test_serve_export_train_evaluate_publish_and_serve_the_new_model(own_redis, 
                 timeout=5,
             )
         assert 0.2 * CUSTOMERS < explored < 0.4 * CUSTOMERS
-        service.flow.decision_log.writer.flush()
+        service.flow.decision_log.flush()
 
         log = tmp_path / "live-log.parquet"
         assert main(["export-log", "--redis-url", own_redis.url, "--out", str(log), "--chosen-only"]) == 0

@@ -26,11 +26,10 @@ from features.memory_store import MemoryOnlineStore
 from features.redis_client import CircuitBreaker, connect
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore, RedisStoreConfig
-from tests.conftest import service_settings
+from features.redis_store import RedisStoreConfig
+from tests.conftest import service_on_its_own_redis
 from tests.decision.test_capacity_pools import PASSENGER, SCHEMA, strategy_from
 from tests.integration.test_scenarios import fresh_flight
-from training.population import generate_population
 
 KEYS = KeyLayout()
 
@@ -40,17 +39,8 @@ DEADLINE_S = 0.5
 
 @pytest.fixture()
 def slow_timeout_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
-    server = RedisServer(tmp_path / "redis").start()
-    settings = service_settings(server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=REDIS_TIMEOUT_S * 1000)
-    service = Service.start(settings)
-    store = service.flow.store
-    assert isinstance(store, RedisOnlineStore)
-    store.write_profiles(generate_population(50, now=time.time()), written_at=time.time())
-    try:
-        yield service, server
-    finally:
-        service.stop()
-        server.stop()
+    with service_on_its_own_redis(demo_model_dir, tmp_path, redis_timeout_ms=REDIS_TIMEOUT_S * 1000) as own:
+        yield own
 
 
 def test_a_deadline_shorter_than_the_redis_timeout_still_reads_the_features(slow_timeout_service):

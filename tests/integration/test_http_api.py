@@ -9,9 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from http.client import HTTPConnection
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,11 +21,8 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
-from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore
 from tests.conftest import forget_offers, service_settings
 from tests.integration.test_scenarios import fresh_flight
-from training.population import generate_population
 
 KEYS = KeyLayout()
 
@@ -319,23 +314,6 @@ def test_the_openapi_document_describes_both_operations_and_what_they_answer(bas
 
 
 # -- Redis down: decisions degrade, outcomes are refused with 503 -------------------------------------------
-
-
-@pytest.fixture()
-def own_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
-    server = RedisServer(tmp_path / "redis").start()
-    settings = service_settings(
-        server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=50, redis_retry_after_ms=200
-    )
-    service = Service.start(settings)
-    store = service.flow.store
-    assert isinstance(store, RedisOnlineStore)
-    store.write_profiles(generate_population(50, now=time.time()), written_at=time.time())
-    try:
-        yield service, server
-    finally:
-        service.stop()
-        server.stop()
 
 
 def test_redis_down_degrades_the_decision_and_refuses_the_outcome_with_503(own_service):

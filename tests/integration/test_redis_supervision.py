@@ -81,7 +81,7 @@ def test_a_killed_embedded_redis_is_restarted_and_health_follows_it(demo_model_d
         stub = pb_grpc.DecisionServiceStub(channel)
         before = not_degraded(stub, "demo-italian")
         assert not before.degraded, before.degraded_reason
-        service.flow.decision_log.writer.flush()
+        service.flow.decision_log.flush()
         receipt = stub.RecordOutcome(
             pb.RecordOutcomeRequest(
                 decision_id=before.decision_id, action_id=before.actions[0].action_id, outcome=pb.ACCEPTED

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import redis
 
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from features.redis_keys import KeyLayout
-from features.redis_server import RedisServer
-from features.redis_store import RedisOnlineStore
-from tests.conftest import service_settings
 from tests.web.conftest import screenshot
-from training.population import generate_population
 
 KEYS = KeyLayout()
 
@@ -249,23 +241,6 @@ def test_a_newer_services_open_items_are_preferred_and_fields_the_page_does_not_
 
 
 # -- Redis down: the decision is shown as degraded, and an outcome that cannot be stored says so --------------
-
-
-@pytest.fixture()
-def own_service(demo_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Service, RedisServer]]:
-    server = RedisServer(tmp_path / "redis").start()
-    settings = service_settings(
-        server.url, demo_model_dir, tmp_path / "data", redis_timeout_ms=50, redis_retry_after_ms=200
-    )
-    service = Service.start(settings)
-    store = service.flow.store
-    assert isinstance(store, RedisOnlineStore)
-    store.write_profiles(generate_population(10, now=time.time()), written_at=time.time())
-    try:
-        yield service, server
-    finally:
-        service.stop()
-        server.stop()
 
 
 def test_a_degraded_decision_is_shown_as_such_and_an_unstored_outcome_is_not_called_recorded(open_teller, own_service):
