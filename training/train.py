@@ -27,6 +27,7 @@ from decision.catalogue import Catalogue
 from decision.models import ACTION_FEATURE, ModelCard, Registry, VersionExists
 from features.schema import FeatureSchema
 from training.demo_model import auc, logloss
+from training.lightgbm_params import lightgbm_params
 from training.log_import import ImportedLog, LogError
 
 MIN_ROWS = 30
@@ -52,26 +53,6 @@ class TimeSplit:
     fit: np.ndarray
     early_stopping: np.ndarray
     holdout: np.ndarray
-
-
-def lightgbm_params(objective: str, seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The LightGBM parameters for an objective (``binary`` or ``regression``), with overrides on top."""
-    params: dict[str, Any] = {
-        "objective": objective,
-        "metric": ["binary_logloss", "auc"] if objective == "binary" else ["l2", "l1"],
-        "learning_rate": 0.05,
-        "num_leaves": 31,
-        "min_data_in_leaf": 20,
-        "lambda_l2": 1.0,
-        # The same log and seed give the same model.txt: deterministic mode, a fixed layout and thread count.
-        "deterministic": True,
-        "force_row_wise": True,
-        "num_threads": 1,
-        "seed": seed,
-        "verbose": -1,
-    }
-    params.update(overrides or {})
-    return params
 
 
 def time_split(log: ImportedLog, options: TrainingOptions) -> TimeSplit:
