@@ -104,7 +104,7 @@ def gone(pid: int, timeout_s: float = 30.0) -> bool:
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # the second: reaped between the open and the read
             return True
         if state == "Z":
             return True
