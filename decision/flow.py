@@ -194,8 +194,7 @@ class DecisionFlow:
                     eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
                 continue
             trace = replace(draft.trace, explored=explored.explored, propensity=explored.propensity)
-            decision = self._decision(draft, eligible, ranking, ranked, held_back, trace)
-            decision = replace(decision, seats=tuple((c.action_id, c.pool) for c in claims))
+            decision = self._decision(draft, eligible, ranking, ranked, held_back, trace, claims)
             try:
                 committed = self.decision_log.commit(decision, claims, inputs, self._time_left(request))
             except DecisionLogUnavailable as exc:
@@ -341,6 +340,7 @@ class DecisionFlow:
         ranked: Sequence[Ranked],
         held_back: Sequence[Suppression],
         trace: PolicyTrace,
+        claims: Sequence[CapacityClaim],
     ) -> Decision:
         """The decision to commit and answer: the ranked actions, in the customer's language, with their reasons."""
         request = draft.request
@@ -398,6 +398,7 @@ class DecisionFlow:
             decided_at_ms=int(draft.now * 1000),
             candidates={r.action.action_id: (r.propensity, r.priority) for r in ranking},
             policy=trace,
+            seats=tuple((c.action_id, c.pool) for c in claims),
             **_degradation(draft.degraded),
         )
 
