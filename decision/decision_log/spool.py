@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -65,10 +64,11 @@ class DecisionSpool:
         """Add one decision's line; raise SpoolFull when the file would pass its cap."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a+b") as spool:
+            with self.path.open("ab") as spool:
                 size = spool.seek(0, 2)
-                torn = size > 0 and _last_byte(spool, size) != b"\n"
-                line = (b"\n" if torn else b"") + record + b"\n"
+                # Each line starts with a newline too (replay skips empty lines): whatever precedes it, a torn tail
+                # or bytes another writer appended a moment ago, it stays a line of its own, with no check to race.
+                line = b"\n" + record + b"\n"
                 if size + len(line) > self.max_bytes:
                     self.dropped += 1
                     raise SpoolFull(f"the spool {self.path.name} is full ({self.max_bytes >> 20} MB)")
@@ -115,10 +115,3 @@ class DecisionSpool:
             self.path.write_bytes(b"")
             self.holds.clear()
             return len(batch)
-
-
-def _last_byte(file: Any, size: int) -> bytes:
-    file.seek(size - 1)
-    last = file.read(1)
-    file.seek(0, 2)
-    return bytes(last)
