@@ -499,7 +499,7 @@ def tear_spool(service: ServiceUnderTest, sizes: Sizes, window: Window) -> None:
         time.sleep(sizes.stopped_s)
         spools = sorted(service.data_dir.glob("decision-spool*.jsonl"), key=lambda p: p.stat().st_size)
         path = spools[-1] if spools else service.data_dir / "decision-spool-0.jsonl"
-        lines = path.read_bytes().splitlines() if path.exists() else []
+        lines = [line for line in path.read_bytes().splitlines() if line] if path.exists() else []
         torn = lines[-1][: len(lines[-1]) // 2] if lines else b'{"decision": {"decision_id": "torn'
         with path.open("ab") as spool:
             spool.write(torn)
