@@ -48,7 +48,7 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks import growth, rules_bench
+from benchmarks import frequent_customer, growth, rules_bench
 from benchmarks.harness import (
     Contender,
     Latency,
@@ -63,6 +63,7 @@ from benchmarks.harness import (
     targets_table,
     write_cdf,
 )
+from decision.catalogue import Catalogue
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_client import connect
@@ -79,6 +80,7 @@ NOTES_MARKER = "<!-- notes: kept by make bench -->"
 TARGET_P50_VS_FLOOR, TARGET_P99_VS_FLOOR = 1.3, 1.5
 TARGET_TWO_PROCESSES = 1.7
 TARGET_OPEN_LOOP_P99_MS = 10.0
+TARGET_FREQUENT_VS_FRESH = 1.10
 LEAK_TOLERANCE = 0.10
 
 
@@ -155,6 +157,7 @@ class Report:
     rules: list[rules_bench.Row] = field(default_factory=list)
     served: tuple[int, int, int] = (0, 0, 0)
     soak_max_s: float = 0.0
+    frequent: tuple[Latency, Latency] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     load: list[tuple[str, tuple[float, float, float]]] = field(default_factory=list)
 
@@ -306,6 +309,14 @@ def measure_closed(world: World, channel: grpc.Channel, report: Report) -> None:
     world.note_rss("after the closed loops")
 
 
+def measure_frequent(world: World, channel: grpc.Channel, report: Report) -> None:
+    persona = next(p for p in world.population if p["customer_id"] == PERSONAS[0])
+    frequent_customer.prepare(world.redis_url, persona, Catalogue.load().action_ids)
+    stub = pb_grpc.DecisionServiceStub(channel)
+    report.frequent = frequent_customer.measure(stub, world.redis_url, report.sizes.calls)
+    world.tally(sent=2 * (report.sizes.calls + 50))
+
+
 def measure_open(world: World, channel: grpc.Channel, report: Report) -> None:
     """Fixed arrival rates below saturation; the sender never waits for an answer (gRPC futures)."""
     stub = pb_grpc.DecisionServiceStub(channel)
@@ -420,6 +431,8 @@ def run_in(work: Path, sizes: Sizes, model_cache: Path) -> Report:
                 measure_closed(world, channel, report)
             with elapsed(seconds, "c: open loops"):
                 measure_open(world, channel, report)
+            with elapsed(seconds, "b: frequent customer"):
+                measure_frequent(world, channel, report)
             with elapsed(seconds, "d: peers"):
                 measure_peers(world, pb_grpc.DecisionServiceStub(channel), report)
             report.server_rss = list(world.rss_log)
@@ -466,6 +479,16 @@ def targets(report: Report) -> list[Target]:
     found.append(
         Target("throughput, 2 processes / 1", two, TARGET_TWO_PROCESSES, at_least=True, detail="d" if two else "")
     )
+    if report.frequent is not None:
+        fresh, frequent = report.frequent
+        found.append(
+            Target(
+                "100,000-contact customer p50 / fresh customer p50",
+                frequent.p50 / fresh.p50,
+                TARGET_FREQUENT_VS_FRESH,
+                detail="b",
+            )
+        )
     p99_70 = next((r.latency.p99 for load, r in report.open if abs(load - 0.7) < 1e-9), None)
     found.append(Target("open loop p99 at 70% of saturation", p99_70, TARGET_OPEN_LOOP_P99_MS, unit=" ms", detail="c"))
     if len(report.soak) >= 2:
@@ -539,6 +562,15 @@ def _closed_section(report: Report) -> list[str]:
             f"| {dec.p50 / f50:.2f}x / {dec.p99 / f99:.2f}x / {dec.p999 / f999:.2f}x |"
         )
     lines += ["", f"Saturated throughput (best of 2, 8, 32 in flight): {report.saturated_per_s:,.0f} decisions/s.", ""]
+    if report.frequent is not None:
+        lines += [
+            "### A customer met 100,000 times",
+            "",
+            frequent_customer.__doc__.split("\n\n")[1].replace("\n", " ").strip(),
+            "",
+            latency_table(list(report.frequent)),
+            "",
+        ]
     return lines
 
 

@@ -79,7 +79,7 @@ def measure(facts: int) -> list[Row]:
             for i, values in enumerate(customers):
                 touchpoint = touchpoints[i % len(touchpoints)]
                 started = time.perf_counter()
-                fact = policy.fact(values, touchpoint, {"flight": "AZ610"}, (), True, now)
+                fact = policy.fact(values, touchpoint, {"flight": "AZ610"}, {}, True)
                 built = time.perf_counter()
                 fired.append(len(engine.evaluate(fact).fired))
                 evaluated = time.perf_counter()

@@ -86,7 +86,7 @@ def decision_log(
     return RedisDecisionLog(
         client,
         ttl_s=settings.decision_ttl_s,
-        contact_history_s=config.contact_history_days * 86_400.0,
+        max_entries=settings.log_max_entries,
         key_prefix=config.key_prefix,
         spool_path=spool_path(settings.data_dir, worker),
         breaker=breaker,

@@ -19,8 +19,7 @@ from typing import Any
 from decision.arbitration import Ranked
 from decision.catalogue import Action, Catalogue
 from decision.domain import RuleFired, Suppression, Touchpoint
-from features.online_store import Contact
-from rules.compiler import Counter, Verb
+from rules.compiler import Verb
 from rules.engine import RulesEngine
 
 DEFAULT_LANGUAGE = "en"
@@ -116,9 +115,9 @@ class EligibilityPolicy:
         self.languages = languages
         # The rules version decisions report: the rule files' hash, or (from load_strategy) rules and texts'.
         self.version = version or rules.version
-        self.counters: tuple[Counter, ...] = rules.policies.counters
-        self.history_s: float = rules.policies.history_s
-        self._no_contacts = {counter.key: 0 for counter in self.counters}
+        # What the rules' contact counters read of the customer's contact history, with the feature read.
+        self.contact_query = rules.policies.contact_query
+        self._no_contacts = self.contact_query.zeros
         # The catalogue's applicable actions per touchpoint for one day at a time: the same for every decision
         # of the day, and this policy (so this cache) is replaced whole with the catalogue on a reload.
         self._applicable: tuple[dt.date, dict[Touchpoint, list[Action]]] = (dt.date.min, {})
@@ -128,9 +127,8 @@ class EligibilityPolicy:
         values: Mapping[str, Any],
         touchpoint: Touchpoint,
         context: Mapping[str, str],
-        contacts: Sequence[Contact],
+        contact_counts: Mapping[str, int],
         known_customer: bool,
-        now: float,
     ) -> dict[str, Any]:
         """The one fact the rules see: typed features, touchpoint, ctx_<key> context, contact counters."""
         fact: dict[str, Any] = {k: v for k, v in values.items() if v is not None and v != ""}
@@ -139,8 +137,7 @@ class EligibilityPolicy:
         for key, value in context.items():
             fact[f"ctx_{key}"] = value
         fact.update(self._no_contacts)
-        if contacts:
-            fact.update(count_contacts(contacts, self.counters, now))
+        fact.update(contact_counts)
         return fact
 
     def evaluate(self, fact: Mapping[str, Any], touchpoint: Touchpoint, today: dt.date) -> Eligible:
@@ -215,22 +212,3 @@ class EligibilityPolicy:
         if applicable is None:
             applicable = by_touchpoint[touchpoint] = self.catalogue.applicable(touchpoint, today)
         return applicable
-
-
-def count_contacts(contacts: Sequence[Contact], counters: Sequence[Counter], now: float) -> dict[str, int]:
-    """Each counter's value: the contacts of its event (and action, follow-up or touchpoint) inside its window."""
-    counts = {}
-    for counter in counters:
-        since = now - counter.window_s
-        event, name, touchpoint = counter.event, counter.name, counter.touchpoint
-        count = 0
-        for contact in contacts:
-            if (
-                contact.event == event
-                and contact.at >= since
-                and (not name or contact.name == name)
-                and (not touchpoint or contact.touchpoint == touchpoint)
-            ):
-                count += 1
-        counts[counter.key] = count
-    return counts

@@ -45,6 +45,7 @@ from decision.explanation import Narrator
 from decision.exploration import explore
 from decision.scoring import Scorer
 from decision.strategy import Strategy
+from features.contact_history import ContactQuery
 from features.online_store import SHORTEST_CALL_S, CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.schema import FeatureSchema
 
@@ -134,7 +135,7 @@ class DecisionFlow:
             return earlier
 
         # 1. Features: the profile and contact history (and a retry's stored decision), in one round trip.
-        record = self._read_features(request, decision_id, strategy.eligibility.history_s, degraded)
+        record = self._read_features(request, decision_id, strategy.eligibility.contact_query, degraded)
         if record.also is not None:
             return decision_from_json(record.also)
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
@@ -142,7 +143,7 @@ class DecisionFlow:
 
         # 2. Eligibility: catalogue applicability and the rules (one durable-rules evaluation).
         policy = strategy.eligibility
-        fact = policy.fact(values, request.touchpoint, request.context, record.contacts, record.found, now)
+        fact = policy.fact(values, request.touchpoint, request.context, record.contact_counts, record.found)
         eligible = policy.evaluate(fact, request.touchpoint, decision_day(now))
 
         # 3. Scoring: every eligible candidate, and every fallback that may have to stand in, in one model call,
@@ -238,7 +239,7 @@ class DecisionFlow:
     # -- stages --------------------------------------------------------------------------------------------
 
     def _read_features(
-        self, request: DecisionRequest, decision_id: str, history_s: float, degraded: dict[str, str]
+        self, request: DecisionRequest, decision_id: str, contacts: ContactQuery, degraded: dict[str, str]
     ) -> CustomerRecord:
         timeout_s = self._time_left(request)
         if timeout_s is not None and timeout_s < SHORTEST_CALL_S:
@@ -247,7 +248,7 @@ class DecisionFlow:
         try:
             also = self.decision_log.decision_key(decision_id) if request.request_id else None
             record = self.store.read(
-                request.customer_id, self.clock(), also=also, history_s=history_s, timeout_s=timeout_s
+                request.customer_id, self.clock(), also=also, contacts=contacts, timeout_s=timeout_s
             )
         except FeatureStoreUnavailable as exc:
             degraded["feature_store_unavailable"] = f"decided from the request context alone: {exc}"

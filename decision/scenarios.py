@@ -21,8 +21,8 @@ from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
 from decision.strategy import Strategy
+from features.contact_history import Contact
 from features.memory_store import MemoryOnlineStore
-from features.online_store import Contact
 from features.schema import FeatureSchema
 
 DEFAULT_SCENARIO_DIR = Path(__file__).resolve().parent.parent / "rules" / "scenarios"
@@ -322,7 +322,7 @@ class ScenarioRunner:
         profile = scenario.profile(self.schema, now)
         if profile is not None:
             store.write_profiles([profile], now)
-        store.record_contacts(scenario.customer_id, scenario.contact_history(now))
+        store.record_contacts(scenario.customer_id, scenario.contact_history(now), now)
         flow = DecisionFlow(
             store=store,
             schema=self.schema,

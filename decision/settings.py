@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     decision_ttl_s: int = Field(30 * 86_400, gt=0)
     """How long a decision is kept for outcomes and request_id retries."""
 
+    log_max_entries: int = Field(100_000, ge=1_000)
+    """Most entries each log stream (decisions, outcomes, follow-ups) keeps in Redis. The log shipper moves entries
+    to the log files and trims them; this cap only bites when it falls behind, and then the oldest entries not
+    shipped yet are lost (the shipper logs it). Keep it x the bytes of an entry (benchmarks/RESULTS.md) well under
+    Redis's maxmemory: Redis full makes every decision degrade."""
+
     max_context_entries: int = Field(32, ge=1)
     """Largest accepted request context."""
 

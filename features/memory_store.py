@@ -2,7 +2,7 @@
 
 The service reads Redis (features/redis_store.py). Offline tools run the very same flow over customers given
 in a file (rule scenarios, ``nba rules test``; population simulations), where no Redis is wanted: they use
-this store. It keeps the contract of :class:`OnlineStore`, history window included.
+this store. It keeps the contract of :class:`OnlineStore`, contact counting included.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 
-from features.online_store import Contact, CustomerRecord, OnlineStore
+from features.contact_history import Contact, ContactBuckets, ContactQuery
+from features.online_store import CustomerRecord, OnlineStore
 
 WRITTEN_AT = "_written_at"
 
@@ -21,7 +22,7 @@ class MemoryOnlineStore(OnlineStore):
     def __init__(self) -> None:
         self._profiles: dict[str, dict[str, str]] = {}
         self._written_at: dict[str, float] = {}
-        self._contacts: dict[str, list[Contact]] = {}
+        self._contacts: dict[str, ContactBuckets] = {}
         self._lock = threading.Lock()
 
     def read(
@@ -29,14 +30,15 @@ class MemoryOnlineStore(OnlineStore):
         customer_id: str,
         now: float,
         also: str | None = None,
-        history_s: float = 0.0,
+        contacts: ContactQuery | None = None,
         timeout_s: float | None = None,
     ) -> CustomerRecord:
         with self._lock:
             profile = dict(self._profiles.get(customer_id, {}))
-            contacts = tuple(c for c in self._contacts.get(customer_id, ()) if now - history_s <= c.at <= now)
+            history = self._contacts.get(customer_id)
+            counts = history.counts(contacts, now) if history is not None and contacts else {}
             written_at = self._written_at.get(customer_id)
-        return CustomerRecord(found=bool(profile), raw=profile, written_at=written_at, contacts=contacts)
+        return CustomerRecord(found=bool(profile), raw=profile, written_at=written_at, contact_counts=counts)
 
     def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
         count = 0
@@ -55,8 +57,6 @@ class MemoryOnlineStore(OnlineStore):
             self._profiles.setdefault(customer_id, {}).update({k: str(v) for k, v in values.items()})
             self._written_at.setdefault(customer_id, at)
 
-    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], decision_id: str = "") -> None:
+    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], now: float) -> None:
         with self._lock:
-            history = self._contacts.setdefault(customer_id, [])
-            history.extend(contacts)
-            history.sort(key=lambda contact: contact.at)
+            self._contacts.setdefault(customer_id, ContactBuckets()).add(contacts, now)

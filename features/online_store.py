@@ -11,6 +11,8 @@ import abc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from features.contact_history import Contact, ContactQuery
+
 # A store call given less time than this (what is left of a caller's deadline) is not tried: a round trip to a Redis
 # on the same machine takes 0.1-0.3 ms, and a shorter bound would fail on any scheduling delay.
 SHORTEST_CALL_S = 0.0005
@@ -21,25 +23,6 @@ class FeatureStoreUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Contact:
-    """One event of a customer's contact history: an action offered or declined, a follow-up sent."""
-
-    event: str  # offered | declined | sent
-    name: str  # the action id (offered, declined) or the follow-up kind (sent)
-    touchpoint: str  # where it happened (Touchpoint name)
-    at: float  # epoch seconds
-
-    def member(self, decision_id: str) -> str:
-        """How the event is stored: unique per decision, so a retried write counts once."""
-        return f"{self.event}|{self.name}|{self.touchpoint}|{decision_id}"
-
-    @classmethod
-    def parse(cls, member: str, at: float) -> Contact | None:
-        parts = member.split("|")
-        return cls(parts[0], parts[1], parts[2], at) if len(parts) == 4 else None
-
-
-@dataclass(frozen=True)
 class CustomerRecord:
     """One customer's stored features as read, before typing by the schema."""
 
@@ -47,8 +30,8 @@ class CustomerRecord:
     raw: Mapping[str, str] = field(default_factory=dict)
     # When the batch profile was written (epoch seconds); None when never written.
     written_at: float | None = None
-    # The contact history inside the window asked for, oldest first.
-    contacts: tuple[Contact, ...] = ()
+    # The contact counters asked for (ContactQuery), by key; empty when none was asked or the customer has none.
+    contact_counts: Mapping[str, int] = field(default_factory=dict)
     # The value of the extra key asked for with ``read(..., also=key)``, None when absent.
     also: str | None = None
 
@@ -62,10 +45,10 @@ class OnlineStore(abc.ABC):
         customer_id: str,
         now: float,
         also: str | None = None,
-        history_s: float = 0.0,
+        contacts: ContactQuery | None = None,
         timeout_s: float | None = None,
     ) -> CustomerRecord:
-        """The customer's profile and the last ``history_s`` seconds of contact history, in one round trip.
+        """The customer's profile and the contact counters ``contacts`` asks for, in one round trip.
 
         ``also`` names one more key of the same backend to fetch in that round trip (the decision log's record
         of a request_id, so a retry is recognised without a second round trip). ``timeout_s``, when shorter than
@@ -75,6 +58,11 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
         """Bulk write (replace) profiles; each mapping holds ``customer_id`` and feature values. Returns the count."""
+
+    @abc.abstractmethod
+    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], now: float) -> None:
+        """Add past events to a customer's contact history (an import, a scenario's given history). The decision
+        log adds the events of each decision and outcome itself, counted once however often it is retried."""
 
     @abc.abstractmethod
     def update(self, customer_id: str, values: Mapping[str, str], at: float) -> None:

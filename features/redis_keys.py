@@ -3,12 +3,11 @@ build their keys here, and so do the tests that look at what was written.
 
 Key layout (prefix "nba:" by default):
   customer:{customer_id}            hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
-  contact:{customer_id}             sorted set, the contact history contact policies count: member
-                                    "{event}|{action or follow-up}|{touchpoint}|{decision_id}", score = epoch
-                                    seconds; offers made and follow-ups sent (written with the decision), declines
-                                    (written with the outcome); events older than contact_history_days are
-                                    trimmed on write and the key expires when the customer has had no contact
-                                    for that long
+  contact:{customer_id}             hash, the contact counts contact policies read (features/contact_history.py):
+                                    "{h|d}|{event}|{action or follow-up}|{touchpoint}" -> "{bucket}:{count} ..."
+                                    per hour (48 kept) and UTC day (90 kept); offers made and follow-ups sent
+                                    (written with the decision), declines (written with the outcome); expires
+                                    when the customer has had no contact for 91 days
   decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
   outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
                                     duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or

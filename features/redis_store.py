@@ -1,5 +1,5 @@
-"""The Redis online store: one hash per customer profile, one sorted set of contact history per customer (the
-decision log writes the contact history too, with decisions and outcomes; keys: features/redis_keys.py)."""
+"""The Redis online store: one hash per customer profile, one hash of contact counts per customer
+(features/contact_history.py; the decision log adds to it with decisions and outcomes; keys: features/redis_keys.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from features.online_store import Contact, CustomerRecord, FeatureStoreUnavailable, OnlineStore
+from features.contact_history import CONTACT_ADD_LUA, Contact, ContactQuery, contact_args
+from features.online_store import CustomerRecord, FeatureStoreUnavailable, OnlineStore
 from features.redis_client import CircuitBreaker, CutShort, RoundTrip
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 
@@ -24,12 +25,11 @@ class RedisStoreConfig:
     timeout_ms: float = 25.0
     retry_after_ms: float = 1000.0
     key_prefix: str = DEFAULT_PREFIX
-    contact_history_days: float = 90.0  # the longest window a contact counter may read (rules/compiler.py)
     bulk_batch_size: int = 500
 
 
 class RedisOnlineStore(OnlineStore):
-    """Profiles in Redis hashes, read in one round trip (HGETALL + ZRANGEBYSCORE [+ GET])."""
+    """Profiles in Redis hashes, read in one round trip (HGETALL [+ HMGET of the contact counts] [+ GET])."""
 
     def __init__(self, client: redis.Redis, config: RedisStoreConfig, breaker: CircuitBreaker | None = None):
         self.client = client
@@ -43,29 +43,29 @@ class RedisOnlineStore(OnlineStore):
         customer_id: str,
         now: float,
         also: str | None = None,
-        history_s: float = 0.0,
+        contacts: ContactQuery | None = None,
         timeout_s: float | None = None,
     ) -> CustomerRecord:
         if self.breaker.open:
             raise FeatureStoreUnavailable(f"feature store {self.breaker.skipped}")
-        # Only as far back as the rules' counters look: the common read carries no history at all.
-        window_start = now - min(history_s, self.config.contact_history_days * 86_400.0)
-        commands: list[tuple[Any, ...]] = [
-            ("HGETALL", self.keys.customer(customer_id)),
-            ("ZRANGEBYSCORE", self.keys.contacts(customer_id), repr(window_start), "+inf", "WITHSCORES"),
-        ]
+        # Only the count fields the rules' counters read: a fixed handful, however long the customer's history.
+        fields = contacts.fields if contacts is not None else ()
+        commands: list[tuple[Any, ...]] = [("HGETALL", self.keys.customer(customer_id))]
+        if fields:
+            commands.append(("HMGET", self.keys.contacts(customer_id), *fields))
         if also:
             commands.append(("GET", also))
         try:
-            profile_flat, history, *rest = self.round_trip(*commands, timeout_s=timeout_s)
+            replies = self.round_trip(*commands, timeout_s=timeout_s)
         except CutShort as exc:
             raise FeatureStoreUnavailable(f"feature store read cut short: {exc}") from exc
         except (redis.RedisError, OSError) as exc:
             self.breaker.failed(exc)
             raise FeatureStoreUnavailable(f"feature store read failed: {exc}") from exc
         self.breaker.succeeded()
-        contacts = _contacts(history) if history else ()
-        also_value = rest[0] if rest else None
+        profile_flat, history = replies[0], replies[1] if fields else None
+        counts = contacts.counts(history, now) if contacts is not None and history and any(history) else {}
+        also_value = replies[-1] if also else None
         # hiredis answers HGETALL as a flat list [field, value, ...] at this level of redis-py
         profile = (
             profile_flat
@@ -73,26 +73,22 @@ class RedisOnlineStore(OnlineStore):
             else dict(zip(profile_flat[::2], profile_flat[1::2], strict=True))
         )
         if not profile:
-            return CustomerRecord(found=False, contacts=contacts, also=also_value)
+            return CustomerRecord(found=False, contact_counts=counts, also=also_value)
         written = profile.pop(WRITTEN_AT, None) or profile.get(UPDATED_AT)
         profile.pop(UPDATED_AT, None)
         return CustomerRecord(
             found=True,
             raw=profile,
             written_at=float(written) if written else None,
-            contacts=contacts,
+            contact_counts=counts,
             also=also_value,
         )
 
-    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], decision_id: str = "") -> None:
-        """Add events to a customer's contact history (an import of past contacts, a test's given history)."""
-        history = {c.member(decision_id or f"import-{i}"): c.at for i, c in enumerate(contacts)}
-        if history:
-            key = self.keys.contacts(customer_id)
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zadd(key, history)
-            pipe.expire(key, int(self.config.contact_history_days * 86_400))
-            pipe.execute()
+    def record_contacts(self, customer_id: str, contacts: Iterable[Contact], now: float) -> None:
+        try:
+            self.client.eval(_ADD_CONTACTS, 1, self.keys.contacts(customer_id), *contact_args(contacts, now))
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"contact history write failed: {exc}") from exc
 
     def write_profiles(self, profiles: Iterable[Mapping[str, str]], written_at: float) -> int:
         count = 0
@@ -121,10 +117,5 @@ class RedisOnlineStore(OnlineStore):
             raise FeatureStoreUnavailable(f"feature store write failed: {exc}") from exc
 
 
-def _contacts(history: list[Any]) -> tuple[Contact, ...]:
-    """ZRANGEBYSCORE ... WITHSCORES as contacts; hiredis gives [member, score, ...] or [(member, score), ...]."""
-    pairs = (
-        history if history and isinstance(history[0], list | tuple) else zip(history[::2], history[1::2], strict=True)
-    )
-    parsed = (Contact.parse(member, float(score)) for member, score in pairs)
-    return tuple(contact for contact in parsed if contact is not None)
+# KEYS: the customer's contact counts; ARGV: contact_args.
+_ADD_CONTACTS = CONTACT_ADD_LUA + "\nadd_contacts(KEYS[1], 1)\nreturn 1\n"

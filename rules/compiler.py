@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from features.contact_history import MAX_WINDOW_S, ContactQuery, Counter
 from features.schema import FeatureSchema
 
 # The request's touchpoints, as named by nba.v1.Touchpoint (decision.domain.Touchpoint). Kept here rather than
@@ -52,7 +53,6 @@ CONTEXT_KEY_PREFIX = "ctx_"
 # Contact counters: EVENT_<N>h|d[.<action, touchpoint or follow-up>]; the history behind them is kept 90 days.
 _COUNTER = re.compile(r"^(declines|offers|sent)_([1-9][0-9]*)([hd])(?:\.(.+))?$")
 COUNTER_EVENTS = {"declines": "declined", "offers": "offered", "sent": "sent"}
-MAX_COUNTER_WINDOW_S = 90 * 86_400
 KNOWN_CUSTOMER = "known_customer"
 TOUCHPOINT = "touchpoint"
 
@@ -118,21 +118,6 @@ class FieldType:
     key: str
     type: str  # number | integer | boolean | category | text
     values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Counter:
-    """A contact counter a rule reads: how many ``event`` contacts in the last ``window_s`` seconds.
-
-    ``name`` narrows it to one action (declined, offered) or follow-up kind (sent); ``touchpoint`` to offers
-    made there. Its value in the fact, under ``key``, is a whole number, 0 when there were none.
-    """
-
-    key: str
-    event: str  # declined | offered | sent
-    window_s: float
-    name: str = ""
-    touchpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -234,9 +219,9 @@ class CompiledPolicies:
     counters: tuple[Counter, ...] = ()  # every contact counter a condition or a limit reads
 
     @property
-    def history_s(self) -> float:
-        """How far back the contact history must be read for these rules' counters."""
-        return max((counter.window_s for counter in self.counters), default=0.0)
+    def contact_query(self) -> ContactQuery:
+        """What these rules' counters read of a customer's contact history."""
+        return ContactQuery(self.counters)
 
     def ruleset_definitions(self, chunk: int = RULES_PER_RULESET) -> list[dict[str, Any]]:
         """durable's JSON ruleset definitions, ``chunk`` rules each: ``{"<position>:<name>": {"all": [...]}}``.
@@ -648,7 +633,7 @@ class _Fields:
 
     def _counter(self, name: str, kind: str, count: str, unit: str, narrowed: str | None) -> Counter:
         window_s = int(count) * (3600 if unit == "h" else 86_400)
-        if window_s > MAX_COUNTER_WINDOW_S:
+        if window_s > MAX_WINDOW_S:
             raise _Problem("the contact history is kept 90 days: a counter's window is at most 90d")
         key = name.replace(".", "__")
         event = COUNTER_EVENTS[kind]

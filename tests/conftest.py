@@ -81,9 +81,9 @@ def forget_offers(service: Service, customer_id: str) -> None:
     service.flow.decision_log.flush()  # the offers of a decision just answered, still being written
     client = service.client
     key = KEYS.contacts(customer_id)
-    offers = [m for m in client.zrange(key, 0, -1) if str(m).startswith("offered|")]
+    offers = [f for f in client.hkeys(key) if str(f).split("|")[1] == "offered"]
     if offers:
-        client.zrem(key, *offers)
+        client.hdel(key, *offers)
 
 
 def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **overrides: object) -> Settings:

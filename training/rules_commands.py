@@ -32,6 +32,7 @@ from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, Scenario
 from decision.scoring import LightGBMScorer, Scorer
 from decision.settings import Settings
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
+from features.contact_history import ContactQuery, count_contacts
 from features.online_store import CustomerRecord, FeatureStoreUnavailable
 from features.schema import FeatureSchema
 from rules.explain import RuleVerdict, explain_rules
@@ -120,7 +121,7 @@ def _explain(args: argparse.Namespace, strategy: Strategy, schema: FeatureSchema
         touchpoint, context = scenario.touchpoint, dict(scenario.context)
         profile = scenario.profile(schema, now) or {}
         raw = {k: v for k, v in profile.items() if k != "customer_id"}
-        contacts = scenario.contact_history(now)
+        counts = count_contacts(scenario.contact_history(now), policy.contact_query, now)
         found, who = scenario.customer is not None, f"scenario {scenario.scenario_id}"
     else:
         if not args.customer or not args.touchpoint:
@@ -128,10 +129,10 @@ def _explain(args: argparse.Namespace, strategy: Strategy, schema: FeatureSchema
         validation.customer_id(args.customer)
         touchpoint = validation.touchpoint_name(args.touchpoint)
         context = _context(args.context)
-        record = _read_customer(args.customer, args.redis_url or settings.redis_url, now, policy.history_s)
-        raw, contacts, found, who = dict(record.raw), list(record.contacts), record.found, args.customer
+        record = _read_customer(args.customer, args.redis_url or settings.redis_url, now, policy.contact_query)
+        raw, counts, found, who = dict(record.raw), dict(record.contact_counts), record.found, args.customer
     values = schema.parse(raw, now) if found else schema.defaults()
-    fact = policy.fact(values, touchpoint, context, contacts, found, now)
+    fact = policy.fact(values, touchpoint, context, counts, found)
     fired = set(strategy.rules.evaluate(fact).fired)
     verdicts = explain_rules(strategy.rules.policies.rules, fact)
     shown_context = " ".join(f"{k}={v}" for k, v in context.items()) or "none"
@@ -163,7 +164,7 @@ def _explain(args: argparse.Namespace, strategy: Strategy, schema: FeatureSchema
     return 0
 
 
-def _read_customer(customer_id: str, redis_url: str, now: float, history_s: float) -> CustomerRecord:
+def _read_customer(customer_id: str, redis_url: str, now: float, contacts: ContactQuery) -> CustomerRecord:
     from features.redis_client import connect
     from features.redis_store import RedisOnlineStore, RedisStoreConfig
 
@@ -171,7 +172,7 @@ def _read_customer(customer_id: str, redis_url: str, now: float, history_s: floa
         raise InvalidArgument("--redis-url: needed to read a customer (or set NBA_REDIS_URL); or use --scenario")
     config = RedisStoreConfig(url=redis_url, timeout_ms=2000)
     try:
-        return RedisOnlineStore(connect(config), config).read(customer_id, now, history_s=history_s)
+        return RedisOnlineStore(connect(config), config).read(customer_id, now, contacts=contacts)
     except FeatureStoreUnavailable as error:
         raise InvalidArgument(f"--redis-url: cannot read {redis_url}: {error}") from None
 

@@ -140,12 +140,14 @@ def _decide_with_rules(
     context_columns = {c[len("ctx_") :]: c for c in table.column_names if c.startswith("ctx_")}
     contexts = {key: table.column(column).to_pylist() for key, column in context_columns.items()}
     # Contact counters (declines_30d__<action>, offers_4h, ...) given as columns replace the empty history.
-    counter_columns = {c.key: table.column(c.key).to_pylist() for c in policy.counters if c.key in table.column_names}
+    counter_columns = {
+        c.key: table.column(c.key).to_pylist() for c in policy.contact_query.counters if c.key in table.column_names
+    }
     code = {a: k for k, a in enumerate(artifact.actions)}
     chosen = []
     for i in range(table.num_rows):
         context = {k: str(v[i]) for k, v in contexts.items() if v[i] not in (None, "")}
-        fact = policy.fact(values[i], touchpoints[i], context, (), True, float(clock[i]))
+        fact = policy.fact(values[i], touchpoints[i], context, {}, True)
         fact.update({key: int(v[i] or 0) for key, v in counter_columns.items()})
         eligible = policy.evaluate(fact, touchpoints[i], decision_day(float(clock[i])))
         propensities = [

@@ -42,7 +42,6 @@ from decision.decision_log.contract import (
 from decision.decision_log.memory_log import MemoryDecisionLog
 from decision.decision_log.records import (
     contact_events,
-    contact_members,
     decision_from_json,
     follow_up_records,
     stream_fields,
@@ -65,7 +64,6 @@ __all__ = [
     "RedisDecisionLog",
     "SpoolFull",
     "contact_events",
-    "contact_members",
     "decision_from_json",
     "follow_up_records",
     "spool_path",

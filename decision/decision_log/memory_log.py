@@ -15,8 +15,8 @@ from decision.decision_log.contract import (
 )
 from decision.decision_log.records import contact_events
 from decision.domain import Decision, Outcome, OutcomeReceipt
+from features.contact_history import Contact
 from features.memory_store import MemoryOnlineStore
-from features.online_store import Contact
 
 
 class MemoryDecisionLog(DecisionLog):
@@ -76,7 +76,7 @@ class MemoryDecisionLog(DecisionLog):
                     self._expires_at[pool] = claim.expires_at
             self.decisions[decision.decision_id] = decision
         if self.store is not None:
-            self.store.record_contacts(decision.customer_id, contact_events(decision), decision.decision_id)
+            self.store.record_contacts(decision.customer_id, contact_events(decision), decision.decided_at_ms / 1000.0)
         return Committed(decision)
 
     def find(self, decision_id: str) -> Decision:
@@ -101,5 +101,5 @@ class MemoryDecisionLog(DecisionLog):
             entry = len(stored) if duplicate else len(stored) + 1
         if outcome is Outcome.DECLINED and not duplicate and self.store is not None:
             declined = Contact("declined", action_id, decision.touchpoint.name, at)
-            self.store.record_contacts(decision.customer_id, [declined], decision.decision_id)
+            self.store.record_contacts(decision.customer_id, [declined], at)
         return OutcomeReceipt(outcome_id=f"{decision.decision_id}:{action_id}:{entry}", duplicate=duplicate)

@@ -1,5 +1,5 @@
 """How a decision is encoded: its JSON and back, its decision-stream entry, the follow-up entries, the contact
-history members it adds, and a spool line.
+history events it adds, and a spool line.
 
 The same encodings serve every write path (a commit, a background batch, a spool replay), so a decision reads
 back the same whichever way it went to Redis.
@@ -28,7 +28,7 @@ from decision.domain import (
     Suppression,
     Touchpoint,
 )
-from features.online_store import Contact
+from features.contact_history import Contact
 
 
 def contact_events(decision: Decision) -> list[Contact]:
@@ -45,10 +45,6 @@ def contact_events(decision: Decision) -> list[Contact]:
 def follow_up_records(decision: Decision) -> list[bytes]:
     """The follow-ups stream's entries of a decision: each follow-up with the decision's id."""
     return [orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups]
-
-
-def contact_members(decision: Decision) -> list[str]:
-    return [event.member(decision.decision_id) for event in contact_events(decision)]
 
 
 def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any]:

@@ -24,7 +24,7 @@ from decision.decision_log.contract import (
     OutcomeAlreadyFinal,
 )
 from decision.decision_log.records import (
-    contact_members,
+    contact_events,
     decision_from_json,
     follow_up_records,
     outcome_fields,
@@ -33,11 +33,15 @@ from decision.decision_log.records import (
 from decision.decision_log.spool import DecisionSpool, SpoolFull
 from decision.decision_log.writer import BackgroundWriter
 from decision.domain import Decision, Outcome, OutcomeReceipt
-from features.online_store import SHORTEST_CALL_S, Contact
+from features.contact_history import CONTACT_ADD_LUA, Contact, contact_args
+from features.online_store import SHORTEST_CALL_S
 from features.redis_client import CircuitBreaker, CutShort, RoundTrip
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 
 log = logging.getLogger(__name__)
+
+# Entries kept in each log stream at most (Settings.log_max_entries).
+DEFAULT_MAX_ENTRIES = 100_000
 
 
 class Call(NamedTuple):
@@ -67,17 +71,19 @@ class LuaScript:
 
 # A decision with side effects (capacity, follow-ups), written before it is answered.
 # Replies: {0, stored decision} its key exists (a retry); {2, i} the i-th claim's pool is empty; {1} stored.
-COMMIT = LuaScript("""
--- KEYS: decision, decisions stream, follow-ups stream, contact history, then per claim: pool, pool's holders
+COMMIT = LuaScript(
+    CONTACT_ADD_LUA
+    + """
+-- KEYS: decision, decisions stream, follow-ups stream, contact counts, then per claim: pool, pool's holders
 -- ARGV: decision json, ttl seconds, n stream fields, stream fields..., n follow-ups, follow-up jsons...,
---       per claim: default units, expires at (epoch s, 0 = never), holder; then decided at (epoch s),
---       history seconds, contact members...
+--       per claim: default units, expires at (epoch s, 0 = never), holder; then the streams' cap (entries),
+--       the contact events (contact_args)
 local decision_key, decisions, follow_ups, contacts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local record, ttl, n_fields = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local n_follow = tonumber(ARGV[4 + n_fields])
 local first_claim = 5 + n_fields + n_follow
 local n_claims = (#KEYS - 4) / 2
-local at_index = first_claim + 3 * n_claims
+local cap_index = first_claim + 3 * n_claims
 local function claim(i)  -- the i-th claim: its pool, the pool's holders, default units, expires at, holder
   local a = first_claim + 3 * (i - 1)
   return KEYS[3 + 2 * i], KEYS[4 + 2 * i], ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -108,27 +114,22 @@ for i = 1, n_claims do
     end
   end
 end
+local cap = ARGV[cap_index]
 redis.call('SET', decision_key, record, 'EX', ttl)
-redis.call('XADD', decisions, '*', unpack(ARGV, 4, 3 + n_fields))
+redis.call('XADD', decisions, 'MAXLEN', '~', cap, '*', unpack(ARGV, 4, 3 + n_fields))
 for i = 1, n_follow do
-  redis.call('XADD', follow_ups, '*', 'follow_up', ARGV[4 + n_fields + i])
+  redis.call('XADD', follow_ups, 'MAXLEN', '~', cap, '*', 'follow_up', ARGV[4 + n_fields + i])
 end
-local at, history = tonumber(ARGV[at_index]), tonumber(ARGV[at_index + 1])
-if #ARGV > at_index + 1 then
-  for i = at_index + 2, #ARGV do
-    redis.call('ZADD', contacts, at, ARGV[i])
-  end
-  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', at - history)
-  redis.call('EXPIRE', contacts, math.ceil(history))
-end
+add_contacts(contacts, cap_index + 1)
 return {1}
-""")
+"""
+)
 
 
 def commit_call(
     keys: KeyLayout,
     ttl_s: int,
-    history_s: float,
+    max_entries: int,
     decision: Decision,
     claims: Sequence[CapacityClaim],
     inputs: Inputs,
@@ -156,74 +157,72 @@ def commit_call(
             len(follow_ups),
             *follow_ups,
             *[arg for c in claims for arg in (c.units, c.expires_at, c.holder)],
-            repr(decision.decided_at_ms / 1000.0),  # decided at
-            history_s,
-            *contact_members(decision),
+            max_entries,
+            *contact_args(contact_events(decision), decision.decided_at_ms / 1000.0),
         ],
     )
 
 
 # Decisions without side effects beyond the log, many per call (the background writer, a spool replay).
-LOG_BATCH = LuaScript("""
--- KEYS: decisions stream, follow-ups stream, then per decision: its key, its customer's contact history
--- ARGV: ttl seconds, history seconds, then per decision: decision json, decided at (epoch s),
---       n contact members, n stream fields, n follow-ups, members..., stream fields..., follow-up jsons...
+LOG_BATCH = LuaScript(
+    CONTACT_ADD_LUA
+    + """
+-- KEYS: decisions stream, follow-ups stream, then per decision: its key, its customer's contact counts
+-- ARGV: ttl seconds, the streams' cap (entries), then per decision: decision json, n contact args,
+--       n stream fields, n follow-ups, contact args (contact_args)..., stream fields..., follow-up jsons...
 -- A decision whose key exists is skipped whole: a concurrent retry decided twice keeps the first decision
 -- for its outcomes, and a spool replay cut short and repeated stores nothing twice.
 local decisions, follow_ups = KEYS[1], KEYS[2]
-local ttl, history = ARGV[1], tonumber(ARGV[2])
+local ttl, cap = ARGV[1], ARGV[2]
 local a = 3
 for k = 3, #KEYS, 2 do
   local decision_key, contacts = KEYS[k], KEYS[k + 1]
-  local record, at, n_members = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local n_fields, n_follow = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local record, n_contact = ARGV[a], tonumber(ARGV[a + 1])
+  local n_fields, n_follow = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local fresh = redis.call('SET', decision_key, record, 'EX', ttl, 'NX')
-  a = a + 5
+  a = a + 4
   if fresh then
-    if n_members > 0 then
-      for i = a, a + n_members - 1 do
-        redis.call('ZADD', contacts, at, ARGV[i])
-      end
-      redis.call('ZREMRANGEBYSCORE', contacts, '-inf', at - history)
-      redis.call('EXPIRE', contacts, math.ceil(history))
-    end
-    redis.call('XADD', decisions, '*', unpack(ARGV, a + n_members, a + n_members + n_fields - 1))
-    for i = a + n_members + n_fields, a + n_members + n_fields + n_follow - 1 do
-      redis.call('XADD', follow_ups, '*', 'follow_up', ARGV[i])
+    if n_contact > 0 then add_contacts(contacts, a) end
+    redis.call('XADD', decisions, 'MAXLEN', '~', cap, '*', unpack(ARGV, a + n_contact, a + n_contact + n_fields - 1))
+    for i = a + n_contact + n_fields, a + n_contact + n_fields + n_follow - 1 do
+      redis.call('XADD', follow_ups, 'MAXLEN', '~', cap, '*', 'follow_up', ARGV[i])
     end
   end
-  a = a + n_members + n_fields + n_follow
+  a = a + n_contact + n_fields + n_follow
 end
 return 1
-""")
+"""
+)
 
 
-def log_batch_call(keys: KeyLayout, ttl_s: int, history_s: float, batch: Sequence[tuple[Decision, Inputs]]) -> Call:
+def log_batch_call(keys: KeyLayout, ttl_s: int, max_entries: int, batch: Sequence[tuple[Decision, Inputs]]) -> Call:
     """LOG_BATCH's KEYS and ARGV for a batch of decisions."""
-    call = Call([keys.decisions_stream, keys.follow_ups_stream], [ttl_s, repr(history_s)])
+    call = Call([keys.decisions_stream, keys.follow_ups_stream], [ttl_s, max_entries])
     for decision, inputs in batch:
         record = orjson.dumps(decision)
-        members = contact_members(decision)
+        events = contact_events(decision)
+        contact = contact_args(events, decision.decided_at_ms / 1000.0) if events else []
         fields = stream_fields(decision, record, inputs)
         letters = follow_up_records(decision)
         call.keys.extend((keys.decision(decision.decision_id), keys.contacts(decision.customer_id)))
-        call.args.extend((record, repr(decision.decided_at_ms / 1000.0), len(members), len(fields), len(letters)))
-        call.args.extend((*members, *fields, *letters))
+        call.args.extend((record, len(contact), len(fields), len(letters)))
+        call.args.extend((*contact, *fields, *letters))
     return call
 
 
 # An outcome of a decision's action, stored once.
-OUTCOME = LuaScript("""
--- KEYS: decision, outcome marker, outcomes stream, contact history[, the seat's pool, the pool's holders]
--- ARGV: ttl seconds, outcome name, at (epoch s), history seconds, contact member of a decline, holder,
---       stream fields...
+OUTCOME = LuaScript(
+    CONTACT_ADD_LUA
+    + """
+-- KEYS: decision, outcome marker, outcomes stream, contact counts[, the seat's pool, the pool's holders]
+-- ARGV: ttl seconds, outcome name, the stream's cap (entries), holder, n contact args, the decline's contact
+--       args (contact_args)..., stream fields...
 -- Replies: {-1} no decision; {0, id} the same outcome again; {2, stored} refused, the stored one is final;
 --          {1, id} stored. A decline of an action that holds a seat gives the seat back (once: the holder's).
 local decision_key, marker, outcomes, contacts, pool, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl, outcome, at, history, declined = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local holder = ARGV[6]
+local ttl, outcome, cap, holder, n_contact = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('EXISTS', decision_key) == 0 then return {-1} end
-local fields = {unpack(ARGV, 7)}
+local fields = {unpack(ARGV, 6 + n_contact)}
 local previous = redis.call('GET', marker)
 if previous then
   local stored, id = string.match(previous, '^(%u+)|(.+)$')
@@ -233,24 +232,24 @@ if previous then
   fields[#fields + 1] = 'supersedes'
   fields[#fields + 1] = stored
 end
-local id = redis.call('XADD', outcomes, '*', unpack(fields))
+local id = redis.call('XADD', outcomes, 'MAXLEN', '~', cap, '*', unpack(fields))
 redis.call('SET', marker, outcome .. '|' .. id, 'EX', ttl)
 if outcome == 'DECLINED' then
-  redis.call('ZADD', contacts, at, declined)
-  redis.call('ZREMRANGEBYSCORE', contacts, '-inf', tonumber(at) - history)
-  redis.call('EXPIRE', contacts, math.ceil(history))
+  add_contacts(contacts, 6)
   if pool and redis.call('SREM', holders, holder) == 1 and redis.call('EXISTS', pool) == 1 then
     redis.call('INCR', pool)
   end
 end
 return {1, id}
-""")
+"""
+)
 
 
 def outcome_call(
-    keys: KeyLayout, ttl_s: int, history_s: float, decision: Decision, action_id: str, outcome: Outcome, at: float
+    keys: KeyLayout, ttl_s: int, max_entries: int, decision: Decision, action_id: str, outcome: Outcome, at: float
 ) -> Call:
     """OUTCOME's KEYS and ARGV for one outcome of a decision's action (and the action's seat, if it holds one)."""
+    declined = contact_args([Contact("declined", action_id, decision.touchpoint.name, at)], at)
     seat = [
         key
         for a, pool in decision.seats
@@ -268,10 +267,10 @@ def outcome_call(
         [
             ttl_s,
             outcome.name,
-            repr(at),
-            history_s,
-            Contact("declined", action_id, decision.touchpoint.name, at).member(decision.decision_id),
+            max_entries,
             decision.customer_id,  # the seat's holder (CapacityClaim.holder)
+            len(declined),
+            *declined,
             *outcome_fields(decision, action_id, outcome, at),
         ],
     )
@@ -284,7 +283,8 @@ class RedisDecisionLog(DecisionLog):
         self,
         client: redis.Redis,
         ttl_s: int,
-        contact_history_s: float,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
         key_prefix: str = DEFAULT_PREFIX,
         spool_path: Path | None = None,
         breaker: CircuitBreaker | None = None,
@@ -293,7 +293,8 @@ class RedisDecisionLog(DecisionLog):
     ) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self.contact_history_s = contact_history_s
+        # The streams' cap: the newest entries kept when the shipper falls behind (XADD MAXLEN ~).
+        self.max_entries = max_entries
         self.keys = KeyLayout(key_prefix)
         self.round_trip = RoundTrip(client)
         self.spool = DecisionSpool(spool_path, spool_fsync, spool_max_bytes) if spool_path else None
@@ -329,7 +330,7 @@ class RedisDecisionLog(DecisionLog):
         if not claims and not decision.follow_ups:
             self.writer.submit(decision, inputs)
             return Committed(decision)
-        call = commit_call(self.keys, self.ttl_s, self.contact_history_s, decision, claims, inputs)
+        call = commit_call(self.keys, self.ttl_s, self.max_entries, decision, claims, inputs)
         try:
             if timeout_s is not None and timeout_s < SHORTEST_CALL_S:
                 raise CutShort(f"{max(timeout_s, 0.0) * 1000:.1f} ms left before the deadline")
@@ -369,7 +370,7 @@ class RedisDecisionLog(DecisionLog):
         time the request threads wait for the GIL; this costs ~100 us (a quarter of it serialising the decision
         and its inputs), and Redis ~40 us more per decision than the plain commands took (it builds Lua's ARGV).
         """
-        LOG_BATCH.run(self.round_trip, log_batch_call(self.keys, self.ttl_s, self.contact_history_s, batch))
+        LOG_BATCH.run(self.round_trip, log_batch_call(self.keys, self.ttl_s, self.max_entries, batch))
 
     def _spool(self, batch: Sequence[tuple[Decision, Inputs]]) -> None:
         if self.spool is not None:
@@ -426,7 +427,7 @@ class RedisDecisionLog(DecisionLog):
         return decision_from_json(stored)
 
     def record_outcome(self, decision: Decision, action_id: str, outcome: Outcome, at: float) -> OutcomeReceipt:
-        call = outcome_call(self.keys, self.ttl_s, self.contact_history_s, decision, action_id, outcome, at)
+        call = outcome_call(self.keys, self.ttl_s, self.max_entries, decision, action_id, outcome, at)
         try:
             reply = OUTCOME.run(self.round_trip, call)
         except (redis.RedisError, OSError) as exc:

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.bulk_load import BulkLoadError, load_file
-from features.online_store import Contact, FeatureStoreUnavailable
+from features.contact_history import Contact, ContactQuery, Counter
+from features.online_store import FeatureStoreUnavailable
 from features.redis_client import connect
 from features.redis_server import RedisServer, free_port
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
@@ -66,7 +67,18 @@ def test_real_time_update_keeps_the_batch_time(store: RedisOnlineStore) -> None:
     assert record.written_at == pytest.approx(batch_time)  # an incident does not make old features fresh
 
 
-def test_contact_history_is_read_as_far_back_as_asked(store: RedisOnlineStore) -> None:
+COUNTERS = ContactQuery(
+    (
+        Counter("declines_30d__lounge_pass", "declined", 30 * 86_400, name="lounge_pass"),
+        Counter("declines_100d__lounge_pass", "declined", 90 * 86_400, name="lounge_pass"),
+        Counter("offers_4h", "offered", 4 * 3600),
+        Counter("offers_1d__IVR", "offered", 86_400, touchpoint="IVR"),
+        Counter("offers_1d__WEB", "offered", 86_400, touchpoint="WEB"),
+    )
+)
+
+
+def test_contact_counters_are_read_in_the_feature_read(store: RedisOnlineStore) -> None:
     now = time.time()
     store.record_contacts(
         "d1",
@@ -74,24 +86,50 @@ def test_contact_history_is_read_as_far_back_as_asked(store: RedisOnlineStore) -
             Contact("declined", "lounge_pass", "CHECKIN_KIOSK", now - 40 * 86_400),
             Contact("declined", "lounge_pass", "CHECKIN_AGENT", now - 86_400),
             Contact("offered", "extra_bag", "IVR", now - 60),
+            Contact("offered", "fast_track", "IVR", now - 60),
+            Contact("offered", "extra_bag", "WEB", now - 10 * 3600),
         ],
-        decision_id="dec1",
+        now,
     )
-    month = store.read("d1", now, history_s=30 * 86_400).contacts
-    assert [(c.event, c.name, c.touchpoint) for c in month] == [
-        ("declined", "lounge_pass", "CHECKIN_AGENT"),
-        ("offered", "extra_bag", "IVR"),
-    ]
-    assert month[-1].at == pytest.approx(now - 60)
-    assert len(store.read("d1", now, history_s=100 * 86_400).contacts) == 3
-    assert store.read("d1", now).contacts == ()  # no counter asks: no history read
-    assert 0 < store.client.ttl(store.keys.contacts("d1")) <= 90 * 86_400  # expires by itself
+    assert store.read("d1", now, contacts=COUNTERS).contact_counts == {
+        "declines_30d__lounge_pass": 1,
+        "declines_100d__lounge_pass": 2,
+        "offers_4h": 2,
+        "offers_1d__IVR": 2,
+        "offers_1d__WEB": 1,
+    }
+    assert store.read("d1", now).contact_counts == {}  # no counter asks: no history read
+    assert 0 < store.client.ttl(store.keys.contacts("d1")) <= 91 * 86_400  # expires by itself
+    assert store.read("nobody", now, contacts=COUNTERS).contact_counts == {}
 
 
-def test_a_stranger_in_the_contact_history_is_skipped(store: RedisOnlineStore) -> None:
+def test_the_contact_history_keeps_a_bounded_number_of_buckets(store: RedisOnlineStore) -> None:
+    """A customer met every hour for 200 days: each count field keeps 49 hours or 91 days, whatever the history."""
+    start = time.time() - 200 * 86_400
+    for day in range(200):
+        at = start + day * 86_400
+        events = [Contact("offered", "extra_bag", "IVR", at + h * 3600) for h in range(24)]
+        store.record_contacts("d3", events, at + 23 * 3600)
+    fields = store.client.hgetall(store.keys.contacts("d3"))
+    assert len(fields) == 6  # (hour, day) x (offers, of extra_bag, at the IVR)
+    hours, days = (window_count_entries(fields[f"{r}|offered||"]) for r in "hd")
+    assert 24 <= hours <= 49 and days <= 91
+    now = start + 199 * 86_400 + 23 * 3600
+    assert store.read("d3", now, contacts=COUNTERS).contact_counts["offers_4h"] == 5  # 4 hours and the current one
+
+
+def window_count_entries(value: str) -> int:
+    return (len(value) - 8) // 14  # 8 digits of base, 14 per bucket (features/contact_history.py)
+
+
+def test_a_stranger_in_a_count_field_counts_nothing(store: RedisOnlineStore) -> None:
     now = time.time()
-    store.client.zadd(store.keys.contacts("d2"), {"not-a-contact": now - 5, "offered|fast_track|WEB|x": now - 1})
-    assert [c.name for c in store.read("d2", now, history_s=3600).contacts] == ["fast_track"]
+    key = store.keys.contacts("d2")
+    store.client.hset(key, mapping={"h|offered||": "garbage 12:3 x:y", "h|offered||IVR": "zz" * 11})
+    counts = store.read("d2", now, contacts=COUNTERS).contact_counts
+    assert counts["offers_4h"] == 0 and counts["offers_1d__IVR"] == 0
+    store.record_contacts("d2", [Contact("offered", "extra_bag", "WEB", now)], now)  # a write starts it afresh
+    assert store.read("d2", now, contacts=COUNTERS).contact_counts["offers_1d__WEB"] == 1
 
 
 def test_unreachable_redis_fails_fast_and_then_is_skipped(tmp_path: Path) -> None:

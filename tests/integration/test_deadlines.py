@@ -100,7 +100,7 @@ def test_a_commit_that_takes_a_seat_waits_for_a_stopped_redis_only_until_the_dea
     store = MemoryOnlineStore()
     store.write_profiles([{"customer_id": "p1", **PASSENGER}], time.time())
     breaker = CircuitBreaker(retry_after_s=60.0)
-    decision_log = RedisDecisionLog(client, ttl_s=3600, contact_history_s=86_400.0, breaker=breaker)
+    decision_log = RedisDecisionLog(client, ttl_s=3600, breaker=breaker)
     flow = DecisionFlow(
         store=store,
         schema=SCHEMA,

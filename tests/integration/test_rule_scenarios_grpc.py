@@ -46,7 +46,7 @@ def given_in_redis(scenario: Scenario, service: Service, client: redis.Redis) ->
     profile = scenario.profile(service.flow.schema, now)
     if profile is not None:
         store.write_profiles([profile], written_at=now)
-    store.record_contacts(scenario.customer_id, scenario.contact_history(now))
+    store.record_contacts(scenario.customer_id, scenario.contact_history(now), now)
     for action in service.flow.catalogue.actions.values():  # stock: full, unless the scenario says otherwise
         if action.capacity is not None and action.capacity.per in scenario.context:
             flight = scenario.context[action.capacity.per].strip().upper()

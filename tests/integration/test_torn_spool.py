@@ -99,7 +99,7 @@ def test_a_commit_is_answered_without_waiting_for_the_spool_replay_it_starts(
     assert reply.follow_ups
     letter = decision_from_json(redis_client.get(KEYS.decision(reply.decision_id)))
     config = RedisStoreConfig(url=loaded_redis.url)
-    decision_log = RedisDecisionLog(connect(config), 3600, 86_400.0, spool_path=tmp_path / "spool.jsonl")
+    decision_log = RedisDecisionLog(connect(config), 3600, spool_path=tmp_path / "spool.jsonl")
     assert decision_log.spool is not None
     spooled = f"spooled-{uuid.uuid4().hex[:8]}"
     decision_log.spool.append(a_spooled_decision(stub, redis_client, spooled.removeprefix("spooled-")), spooled)

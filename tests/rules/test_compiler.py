@@ -297,14 +297,15 @@ def test_contact_counters_compile_to_fact_keys_and_are_listed_for_the_flow(tmp_p
         "apology_letter",
     )
     assert by_key["offers_4h"].window_s == 4 * 3600
-    assert policies.history_s == 30 * 86_400  # the flow reads no further back than the longest counter
+    # the flow reads one count field per counter: hours for the visit, days for the month
+    assert set(policies.contact_query.fields) == {"h|offered||IVR", "d|sent|apology_letter|", "h|offered||"}
     limit = policies.rules[0].directives[0]
     assert (limit.kind, limit.limit, limit.counted) == ("limit_offers", 3, by_key["offers_4h"])
 
 
 def test_rules_without_counters_read_no_contact_history(tmp_path: Path) -> None:
     policies = compile_text(tmp_path, one_rule("{all: [{field: age, gt: 3}]}"))
-    assert policies.counters == () and policies.history_s == 0
+    assert policies.counters == () and policies.contact_query.fields == ()
 
 
 def test_a_reason_without_text_in_every_language_is_refused(tmp_path: Path) -> None:
