@@ -3,11 +3,12 @@ build their keys here, and so do the tests that look at what was written.
 
 Key layout (prefix "nba:" by default):
   customer:{customer_id}            hash: feature -> value as text, plus _written_at / _updated_at (epoch seconds)
-  contact:{customer_id}             hash, the contact counts contact policies read (features/contact_history.py):
-                                    "{h|d}|{event}|{action or follow-up}|{touchpoint}" -> "{bucket}:{count} ..."
-                                    per hour (48 kept) and UTC day (90 kept); offers made and follow-ups sent
+  contact-counts:{customer_id}      hash, the contact counts contact policies read (features/contact_history.py):
+                                    "{h|d}|{event}|{action or follow-up}|{touchpoint}" -> running totals per
+                                    hour (49 kept) and UTC day (91 kept); offers made and follow-ups sent
                                     (written with the decision), declines (written with the outcome); expires
-                                    when the customer has had no contact for 91 days
+                                    when the customer has had no contact for 91 days. (The sorted sets
+                                    contact:{customer_id} of earlier versions are no longer read; they expire.)
   decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
   outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
                                     duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or
@@ -39,7 +40,7 @@ class KeyLayout:
         return f"{self.prefix}customer:{customer_id}"
 
     def contacts(self, customer_id: str) -> str:
-        return f"{self.prefix}contact:{customer_id}"
+        return f"{self.prefix}contact-counts:{customer_id}"
 
     def decision(self, decision_id: str) -> str:
         return f"{self.prefix}decision:{decision_id}"
