@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 import redis
 
+from decision.decision_log import unpack
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 from features.schema import FeatureSchema
 
@@ -74,8 +75,8 @@ def export_decision_log(
     rows: list[dict[str, Any]] = []
     context_keys: dict[str, None] = {}
     for fields in _entries(client, keys.decisions_stream, start=_stream_start(since_ms)):
-        decision = orjson.loads(fields["decision"])
-        inputs = orjson.loads(fields.get("inputs") or b"{}")
+        decision = orjson.loads(unpack(fields["decision"]))
+        inputs = orjson.loads(unpack(fields.get("inputs") or b"{}"))
         decided_at = int(fields["decided_at_ms"]) / 1000.0
         values = schema.parse(inputs.get("features") or {}, decided_at)
         context = {f"ctx_{k}": str(v) for k, v in (inputs.get("context") or {}).items()}

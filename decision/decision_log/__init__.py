@@ -44,7 +44,9 @@ from decision.decision_log.records import (
     contact_events,
     decision_from_json,
     follow_up_records,
+    pack,
     stream_fields,
+    unpack,
 )
 from decision.decision_log.redis_log import RedisDecisionLog
 from decision.decision_log.spool import DecisionSpool, SpoolFull, spool_path
@@ -66,6 +68,8 @@ __all__ = [
     "contact_events",
     "decision_from_json",
     "follow_up_records",
+    "pack",
     "spool_path",
     "stream_fields",
+    "unpack",
 ]

@@ -1,13 +1,20 @@
 """How a decision is encoded: its JSON and back, its decision-stream entry, the follow-up entries, the contact
 history events it adds, and a spool line.
 
+In Redis a decision and its inputs are kept packed (``pack``): their JSON compressed with zlib and written as base64
+text, since the service's clients decode replies as text. That keeps under half of the bytes (a decision's JSON is
+mostly the names of the rules, actions and reasons of its explanation, repeated). ``unpack`` reads packed and plain
+JSON alike, so what an earlier version wrote still reads.
+
 The same encodings serve every write path (a commit, a background batch, a spool replay), so a decision reads
 back the same whichever way it went to Redis.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import zlib
 from typing import Any
 
 import orjson
@@ -30,6 +37,8 @@ from decision.domain import (
 )
 from features.contact_history import Contact
 
+PACKED = "z1:"  # zlib, then base64
+
 
 def contact_events(decision: Decision) -> list[Contact]:
     """What the decision adds to the customer's contact history: the offers made and the follow-ups sent.
@@ -47,8 +56,25 @@ def follow_up_records(decision: Decision) -> list[bytes]:
     return [orjson.dumps({"decision_id": decision.decision_id, **dataclasses.asdict(f)}) for f in decision.follow_ups]
 
 
-def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any]:
-    """The decision log entry: searchable columns, the whole decision and its inputs as JSON."""
+def pack(data: bytes) -> str:
+    """JSON as Redis keeps it: compressed with zlib's default level (its fastest keeps 8% more bytes)."""
+    return PACKED + base64.b64encode(zlib.compress(data, 6)).decode("ascii")
+
+
+def unpack(text: str | bytes) -> bytes:
+    """The JSON of a packed value, or a plain JSON value as it is."""
+    raw = text.encode() if isinstance(text, str) else text
+    if raw.startswith(PACKED.encode()):
+        return zlib.decompress(base64.b64decode(raw[len(PACKED) :]))
+    return raw
+
+
+def pack_decision(decision: Decision) -> str:
+    return pack(orjson.dumps(decision))
+
+
+def stream_fields(decision: Decision, record: str, inputs: Inputs) -> list[Any]:
+    """The decision log entry: searchable columns, the whole decision and its inputs, packed."""
     return [
         "decision_id", decision.decision_id,
         "request_id", decision.request_id,
@@ -61,7 +87,7 @@ def stream_fields(decision: Decision, record: bytes, inputs: Inputs) -> list[Any
         "degraded", ",".join(decision.degraded_codes),
         "actions", ",".join(a.action_id for a in decision.actions),
         "decision", record,
-        "inputs", orjson.dumps(inputs),
+        "inputs", pack(orjson.dumps(inputs)),
     ]  # fmt: skip
 
 
@@ -81,8 +107,8 @@ def outcome_fields(decision: Decision, action_id: str, outcome: Outcome, at: flo
 
 
 def decision_from_json(data: bytes | str) -> Decision:
-    """The inverse of ``orjson.dumps(decision)``."""
-    d = orjson.loads(data)
+    """The inverse of ``orjson.dumps(decision)`` and of ``pack_decision``."""
+    d = orjson.loads(unpack(data))
     e = d["explanation"]
     return Decision(
         decision_id=d["decision_id"],

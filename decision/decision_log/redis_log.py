@@ -28,6 +28,7 @@ from decision.decision_log.records import (
     decision_from_json,
     follow_up_records,
     outcome_fields,
+    pack_decision,
     stream_fields,
 )
 from decision.decision_log.spool import DecisionSpool, SpoolFull
@@ -135,7 +136,7 @@ def commit_call(
     inputs: Inputs,
 ) -> Call:
     """COMMIT's KEYS and ARGV for a decision and the capacity it takes."""
-    record = orjson.dumps(decision)
+    record = pack_decision(decision)
     fields = stream_fields(decision, record, inputs)
     follow_ups = follow_up_records(decision)
     pools = [
@@ -199,7 +200,7 @@ def log_batch_call(keys: KeyLayout, ttl_s: int, max_entries: int, batch: Sequenc
     """LOG_BATCH's KEYS and ARGV for a batch of decisions."""
     call = Call([keys.decisions_stream, keys.follow_ups_stream], [ttl_s, max_entries])
     for decision, inputs in batch:
-        record = orjson.dumps(decision)
+        record = pack_decision(decision)
         events = contact_events(decision)
         contact = contact_args(events, decision.decided_at_ms / 1000.0) if events else []
         fields = stream_fields(decision, record, inputs)

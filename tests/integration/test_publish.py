@@ -18,6 +18,7 @@ import redis
 
 from decision.app import Service
 from decision.cli import main
+from decision.decision_log import unpack
 from decision.deployment import customer_share
 from decision.models import Registry
 from decision.pb import decision_pb2 as pb
@@ -135,10 +136,10 @@ def test_publish_and_rollback_under_load_lose_no_call_and_never_mix_models(
     client = redis.Redis.from_url(publishing_service.redis_url)
     replayed = 0
     for _entry, fields in client.xrange(KEYS.decisions_stream, min=f"{int(time.time() * 1000) - 600_000}"):
-        decision = orjson.loads(fields[b"decision"])
+        decision = orjson.loads(unpack(fields[b"decision"]))
         if decision["decision_id"] not in ids:
             continue
-        inputs = orjson.loads(fields[b"inputs"])
+        inputs = orjson.loads(unpack(fields[b"inputs"]))
         values = schema.parse(inputs["features"], decision["decided_at_ms"] / 1000.0)
         actions = list(decision["candidates"])
         expected = scorers[decision["model_version"]].score(values, actions)

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from decision.app import Service
+from decision.decision_log import unpack
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.scenarios import Scenario, compare, load_scenarios
@@ -60,7 +61,7 @@ def stored_candidates(client: redis.Redis, decision_id: str) -> list[str]:
     while (stored := client.get(KEYS.decision(decision_id))) is None:
         assert time.monotonic() < deadline, "the decision never reached the log"
         time.sleep(0.01)
-    return sorted(orjson.loads(stored)["candidates"])
+    return sorted(orjson.loads(unpack(stored))["candidates"])
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.scenario_id for s in SCENARIOS])

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from decision.app import Service
+from decision.decision_log import unpack
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
@@ -62,7 +63,7 @@ def test_s1_valuable_passenger_with_broken_entertainment_is_upgraded_at_the_kios
 
     logged = stream_entry(redis_client, KEYS.decisions_stream, reply.decision_id)
     assert logged["model_version"] == reply.model_version and logged["rules_version"] == reply.rules_version
-    record = orjson.loads(logged["decision"])
+    record = orjson.loads(unpack(logged["decision"]))
     assert "upgrade_first_class" in record["candidates"]
     assert all(0.0 <= p <= 1.0 for p, _ in record["candidates"].values())
     follow_ups = [orjson.loads(f["follow_up"]) for _, f in redis_client.xrevrange(KEYS.follow_ups_stream, count=500)]

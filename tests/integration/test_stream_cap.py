@@ -29,7 +29,7 @@ def test_the_streams_keep_the_newest_entries_up_to_their_cap(stub, service, redi
     for start in range(0, len(decisions), 100):
         log._store([(d, {}) for d in decisions[start : start + 100]])
     for decision in decisions[-CAP - 200 :]:
-        log.record_outcome(decision, decision.actions[0].action_id, Outcome.IGNORED, 1.0)
+        log.record_outcome(decision, "lounge_pass", Outcome.IGNORED, 1.0)  # the log checks no action list
     log.close()
 
     assert CAP <= redis_client.xlen(keys.decisions_stream) <= CAP + NODE

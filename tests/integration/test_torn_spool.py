@@ -12,7 +12,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from decision.decision_log import Committed, DecisionSpool, RedisDecisionLog, SpoolFull, decision_from_json, spool_path
+from decision.decision_log import (
+    Committed,
+    DecisionSpool,
+    RedisDecisionLog,
+    SpoolFull,
+    decision_from_json,
+    spool_path,
+    unpack,
+)
 from decision.pb import decision_pb2 as pb
 from features.redis_client import connect
 from features.redis_keys import KeyLayout
@@ -56,7 +64,7 @@ def test_the_letters_of_a_spooled_decision_are_sent_when_it_is_replayed(
     # No flight: the upgrade has no pool, so the gold member's recovery and its apology letter, and no seat.
     reply = stub.Decide(pb.DecideRequest(customer_id="demo-ife-gold", touchpoint=pb.CHECKIN_KIOSK), timeout=5)
     assert [f.kind for f in reply.follow_ups] == ["apology_letter"]
-    decision = orjson.loads(redis_client.get(KEYS.decision(reply.decision_id)))
+    decision = orjson.loads(unpack(redis_client.get(KEYS.decision(reply.decision_id))))
     decision["decision_id"] = spooled = f"spooled-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
     data.mkdir()

@@ -24,6 +24,7 @@ import redis
 from pydantic import ValidationError
 
 from decision.app import Service
+from decision.decision_log import unpack
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
@@ -166,9 +167,9 @@ def a_spooled_decision(stub, redis_client, decision_id: str) -> bytes:
     while time.monotonic() < deadline:
         for _, entry in redis_client.xrevrange(KEYS.decisions_stream, count=50):
             if entry["request_id"] == decision_id:
-                decision = orjson.loads(entry["decision"])
+                decision = orjson.loads(unpack(entry["decision"]))
                 decision["decision_id"] = f"spooled-{decision_id}"
-                return orjson.dumps({"decision": decision, "inputs": orjson.loads(entry["inputs"])})
+                return orjson.dumps({"decision": decision, "inputs": orjson.loads(unpack(entry["inputs"]))})
         time.sleep(0.1)
     raise AssertionError("the decision was not logged")
 
