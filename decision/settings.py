@@ -114,8 +114,10 @@ class Settings(BaseSettings):
     feature_max_age_s: float = Field(7 * 86_400.0, gt=0)
     """A profile written longer ago than this is stale: the decision is flagged degraded (features_stale)."""
 
-    decision_ttl_s: int = Field(30 * 86_400, gt=0)
-    """How long a decision is kept for outcomes and request_id retries."""
+    decision_ttl_s: int = Field(86_400, gt=0)
+    """How long a decision is kept in Redis for its outcomes and request_id retries (seconds); an outcome that
+    comes later is refused (NOT_FOUND). The log files keep every decision; Redis holds about decisions per second x
+    this x 2 KB (a decision's packed record, benchmarks/RESULTS.md): a day at 10 decisions a second is ~1.7 GB."""
 
     log_max_entries: int = Field(100_000, ge=1_000)
     """Most entries each log stream (decisions, outcomes, follow-ups) keeps in Redis. The log shipper moves entries

@@ -9,7 +9,8 @@ Key layout (prefix "nba:" by default):
                                     (written with the decision), declines (written with the outcome); expires
                                     when the customer has had no contact for 91 days. (The sorted sets
                                     contact:{customer_id} of earlier versions are no longer read; they expire.)
-  decision:{decision_id}            the decision JSON, for retries and outcomes (expires with decision_ttl)
+  decision:{decision_id}            the decision, packed (records.pack), for retries and outcomes (expires with
+                                    decision_ttl)
   outcome:{decision_id}:{action_id} "{outcome}|{stream id}" of the outcome stored: the same outcome again is a
                                     duplicate (not stored twice); IGNORED may be superseded by ACCEPTED or
                                     DECLINED (a new stream entry, with a "supersedes" field); ACCEPTED and
