@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto demo serve test browser lint typecheck bench faults clean
+.PHONY: help setup proto demo serve test browser lint typecheck bench faults soak clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: $(STAMP) ## The performance harness (floor, loads, peers, memory, growth)
 
 faults: $(STAMP) ## The fault benchmark (Redis kill -9, SIGSTOP, torn spool, worker kill -9, Redis full) under load; writes its section of benchmarks/RESULTS.md
 	$(PY) -m benchmarks.fault_bench --write benchmarks/RESULTS.md
+
+soak: $(STAMP) ## A million decisions through gRPC with the log shipper (~45 min): memory, latency, lag; its section of RESULTS.md
+	$(PY) -m benchmarks.soak --write benchmarks/RESULTS.md --plot benchmarks/soak.png
 
 clean: ## Remove the venv, demo data and caches
 	rm -rf $(VENV) .nba-data .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

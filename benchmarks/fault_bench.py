@@ -61,6 +61,7 @@ import orjson
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks import harness
 from benchmarks.decide_bench import NOTES_MARKER, World, decide_requests
 from benchmarks.harness import Target, targets_table
 from benchmarks.workers_bench import OWN_CONNECTION
@@ -812,17 +813,8 @@ def render(report: Report) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or add it at the end, after the notes marker, which
-    ``make bench`` keeps whole); nothing else in the file changes."""
-    old = path.read_text() if path.exists() else ""
-    if SECTION_BEGIN in old and SECTION_END in old:
-        before, rest = old.split(SECTION_BEGIN, 1)
-        after = rest.split(SECTION_END, 1)[1]
-        path.write_text(before + text + after)
-        return
-    if NOTES_MARKER not in old:
-        old += ("\n" if old and not old.endswith("\n") else "") + NOTES_MARKER + "\n"
-    path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
+    """This benchmark's section of RESULTS.md, replaced or added after the notes marker (harness.write_section)."""
+    harness.write_section(path, text, SECTION_BEGIN, SECTION_END, NOTES_MARKER)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

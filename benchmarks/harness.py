@@ -277,3 +277,17 @@ def elapsed(into: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         into[key] = into.get(key, 0.0) + time.perf_counter() - started
+
+
+def write_section(path: Path, text: str, begin: str, end: str, notes_marker: str) -> None:
+    """Replace a benchmark's section of RESULTS.md, between its ``begin`` and ``end`` markers, or add it at the end,
+    after the notes marker (which ``make bench`` keeps whole); nothing else in the file changes."""
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        before, rest = old.split(begin, 1)
+        after = rest.split(end, 1)[1]
+        path.write_text(before + text + after)
+        return
+    if notes_marker not in old:
+        old += ("\n" if old and not old.endswith("\n") else "") + notes_marker + "\n"
+    path.write_text(old.rstrip("\n") + "\n\n" + text + "\n")
