@@ -311,9 +311,10 @@ def measure_closed(world: World, channel: grpc.Channel, report: Report) -> None:
 
 def measure_frequent(world: World, channel: grpc.Channel, report: Report) -> None:
     persona = next(p for p in world.population if p["customer_id"] == PERSONAS[0])
-    frequent_customer.prepare(world.redis_url, persona, Catalogue.load().action_ids)
+    actions = Catalogue.load().action_ids
+    frequent_customer.prepare(world.redis_url, persona, actions)
     stub = pb_grpc.DecisionServiceStub(channel)
-    report.frequent = frequent_customer.measure(stub, world.redis_url, report.sizes.calls)
+    report.frequent = frequent_customer.measure(stub, world.redis_url, actions, report.sizes.calls)
     world.tally(sent=2 * (report.sizes.calls + 50))
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import redis
 
 from benchmarks.harness import Contender, Latency, interleaved
+from decision.domain import Touchpoint
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.contact_history import Contact
@@ -29,7 +30,7 @@ FRESH, FREQUENT = "bench-fresh", "bench-frequent"
 PAST_CONTACTS = 100_000
 EVENTS = ("offered", "offered", "offered", "declined", "sent")
 FOLLOW_UPS = ("apology_letter", "card_renewal_reminder")
-TOUCHPOINTS = ("CHECKIN_KIOSK", "CHECKIN_AGENT", "IVR", "WEB", "BRANCH_TELLER")
+TOUCHPOINTS = tuple(t.name for t in Touchpoint)
 
 
 def past_contacts(actions: list[str], now: float, count: int = PAST_CONTACTS, seed: int = 3) -> list[Contact]:
@@ -60,15 +61,16 @@ def prepare(redis_url: str, profile: Mapping[str, str], actions: list[str]) -> N
 
 
 def measure(
-    stub: pb_grpc.DecisionServiceStub, redis_url: str, calls: int, key_prefix: str = "nba:"
+    stub: pb_grpc.DecisionServiceStub, redis_url: str, actions: list[str], calls: int, key_prefix: str = "nba:"
 ) -> tuple[Latency, Latency]:
     """Decide p50 of the fresh and the frequent customer, in alternating blocks."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     keys = KeyLayout(key_prefix)
+    hourly_offers = ["h|offered||", *(f"h|offered|{a}|" for a in actions), *(f"h|offered||{t}" for t in TOUCHPOINTS)]
 
     def contender(customer_id: str) -> Contender:
         def call(i: int) -> object:
-            forget_this_visit(client, keys, customer_id)
+            forget_this_visit(client, keys, customer_id, hourly_offers)
             return stub.Decide(
                 pb.DecideRequest(
                     customer_id=customer_id,
@@ -89,11 +91,9 @@ def measure(
     return fresh, frequent
 
 
-def forget_this_visit(client: redis.Redis, keys: KeyLayout, customer_id: str) -> None:
-    key = keys.contacts(customer_id)
+def forget_this_visit(client: redis.Redis, keys: KeyLayout, customer_id: str, hourly_offers: list[str]) -> None:
+    """One command either way: the fresh customer's history goes, the frequent one's hourly offer counts."""
     if customer_id == FRESH:
-        client.delete(key)
-        return
-    hourly = [f for f in client.hkeys(key) if str(f).startswith("h|offered|")]
-    if hourly:
-        client.hdel(key, *hourly)
+        client.delete(keys.contacts(customer_id))
+    else:
+        client.hdel(keys.contacts(customer_id), *hourly_offers)
