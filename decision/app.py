@@ -201,6 +201,11 @@ class Service:
         ).start()
         return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http, store_health=store_health)
 
+    def flush_log(self) -> None:
+        """Wait until every decision answered so far is stored in the decision log: what a reader of the log (an
+        export, a test that checks it) waits for."""
+        self.flow.decision_log.flush()
+
     def stop(self) -> None:
         self.rules_watcher.stop()
         if self.store_health is not None:
