@@ -50,26 +50,26 @@ class NarratedFeatures:
     placeholders: Mapping[str, str]  # {placeholder}: the feature shown
 
     @classmethod
-    def parse(cls, raw: Any, file: str, schema: FeatureSchema) -> NarratedFeatures:
-        """The ``features`` section, each name checked against the schema; NarratorError names what is wrong."""
+    def parse(cls, raw: Any, file: str) -> NarratedFeatures:
+        """The ``features`` section; NarratorError names what is missing. A feature the schema does not have (a
+        smaller deployment) shows as nothing, as any placeholder that is not a field does."""
         roles = ("incident_type", "family_name", "given_name")
-        if not isinstance(raw, dict) or not isinstance(raw.get("placeholders", {}), dict):
-            raise NarratorError(f"{file}: 'features' needs {', '.join(roles)} and a 'placeholders' mapping")
-        named = {role: raw.get(role) for role in roles}
-        placeholders = {str(key): value for key, value in (raw.get("placeholders") or {}).items()}
-        known = {f.derived_name for f in schema.features}
-        wrong = [
-            f"{where}: {name!r}"
-            for where, name in [*named.items(), *(("placeholders." + k, v) for k, v in placeholders.items())]
-            if not isinstance(name, str) or name not in known
-        ]
+        section: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        placeholders = section.get("placeholders", {})
+        wrong = [role for role in roles if not isinstance(section.get(role), str)]
+        if not isinstance(placeholders, dict) or not all(isinstance(name, str) for name in placeholders.values()):
+            wrong.append("placeholders")
+            placeholders = {}
         if wrong:
-            raise NarratorError(f"{file}: features: not a feature of the schema: {', '.join(wrong)}")
+            raise NarratorError(
+                f"{file}: features: needs a feature name for each of {', '.join(roles)} and a 'placeholders' mapping "
+                f"of placeholder to feature name; missing or not a name: {', '.join(wrong)}"
+            )
         return cls(
-            incident_type=str(named["incident_type"]),
-            family_name=str(named["family_name"]),
-            given_name=str(named["given_name"]),
-            placeholders={key: str(value) for key, value in placeholders.items()},
+            incident_type=section["incident_type"],
+            family_name=section["family_name"],
+            given_name=section["given_name"],
+            placeholders={str(key): value for key, value in placeholders.items()},
         )
 
 
@@ -236,16 +236,11 @@ class Narrator:
         self.languages: list[str] = [str(language) for language in texts["languages"]]
         self.schema = schema
         self._value_names: Mapping[str, Any] = texts.get("values") or {}
-        self.features = NarratedFeatures.parse(texts["features"], Path(messages_path).name, schema)
+        self.features = NarratedFeatures.parse(texts["features"], Path(messages_path).name)
         # continuity's kinds are features (shown while the customer has one), each with a customer-facing text
-        names = {f.derived_name for f in schema.features}
-        problems = [
-            f"{kind} has no text in continuity_customer" if kind in names else f"{kind} is not a feature of the schema"
-            for kind in texts["continuity"]
-            if kind not in names or kind not in texts["continuity_customer"]
-        ]
-        if problems:
-            raise NarratorError(f"{Path(messages_path).name}: continuity: {'; '.join(problems)}")
+        untold = [str(kind) for kind in texts["continuity"] if kind not in texts["continuity_customer"]]
+        if untold:
+            raise NarratorError(f"{Path(messages_path).name}: continuity_customer has no text for {', '.join(untold)}")
         # The features a template may name, by derived name: all of them where an agent reads the text, none
         # of the sensitive ones where the customer does (keyed by Touchpoint.customer_facing).
         self._shown_features: dict[bool, dict[str, Feature]] = {
