@@ -124,10 +124,9 @@ class RulesEngine:
         self,
         policy_dir: Path,
         known_actions: Collection[str],
-        schema: FeatureSchema | None = None,
+        schema: FeatureSchema,
         reasons: ReasonTexts | None = None,
     ) -> None:
-        schema = schema or FeatureSchema.load()
         policies = compile_policies(policy_dir, known_actions, schema, reasons)
         self.policies = policies
         self.version: str = policies.version
