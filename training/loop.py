@@ -112,13 +112,16 @@ def train(
     options = options or TrainingOptions()
     if params:
         options = TrainingOptions(**{**options.__dict__, "params": {**options.params, **params}})
-    directory = train_model(log, Registry(Path(registry or default_registry())), options)
+    from decision.catalogue import Catalogue
+
+    registry_at = Registry(Path(registry or default_registry()))
+    directory = train_model(log, registry_at, options, schema=FeatureSchema.load(), catalogue=Catalogue.load())
     return Trained(directory.name, directory)
 
 
 def load_model(model: str | Path, registry: Path | str | None = None) -> ModelArtifact:
     """A model by version id, ``latest`` or directory."""
-    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model))
+    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model), FeatureSchema.load())
 
 
 def evaluate(

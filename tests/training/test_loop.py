@@ -144,7 +144,7 @@ def test_the_trained_artifact_is_served_by_the_services_scorer_with_the_same_pre
     schema = FeatureSchema.load()
     scorer = LightGBMScorer(trained.directory, schema)
     assert scorer.version == trained.version
-    artifact = ModelArtifact.load(trained.directory)
+    artifact = ModelArtifact.load(trained.directory, schema)
     table = read_table(demo_log).slice(0, 25)
     offline = artifact.predict(loop.load_log(demo_log, "action", "accepted").features[:25], artifact.actions)
     for i, values in enumerate(schema_values(table, schema)):
