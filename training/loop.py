@@ -237,7 +237,17 @@ def simulate_demo_log(
     seed: int = 7,
 ) -> Path:
     """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
-    table = simulate_decision_log(customers, decisions_per_customer, policy=policy, epsilon=epsilon, seed=seed)
+    from decision.catalogue import Catalogue
+
+    table = simulate_decision_log(
+        customers,
+        decisions_per_customer,
+        policy=policy,
+        epsilon=epsilon,
+        seed=seed,
+        schema=FeatureSchema.load(),
+        catalogue=Catalogue.load(),
+    )
     return write_table(table, Path(output))
 
 
@@ -296,4 +306,6 @@ def simulate(
             Path(messages) if messages is not None else None,
             Path(model) if model is not None else None,
         )
-    return run(Path(population), live, candidate, touchpoint=touchpoint, limit=limit, now=now)
+    return run(
+        Path(population), live, candidate, schema=FeatureSchema.load(), touchpoint=touchpoint, limit=limit, now=now
+    )
