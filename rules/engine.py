@@ -75,6 +75,8 @@ logger = logging.getLogger(__name__)
 # releases the GIL anyway.
 _DURABLE_LOCK = threading.Lock()
 _RULESET_NUMBERS = itertools.count(1)
+# Rulesets of engines no longer used, to delete under the lock (see _delete_rulesets).
+_UNUSED_RULESETS: list[int] = []
 # durable's assert_fact result code for "matched" (durable.engine.Ruleset._handle_result reads the same one).
 _MATCHED = 0
 # The one session each ruleset evaluates in; its facts are retracted after every evaluation.
@@ -139,6 +141,7 @@ class RulesEngine:
         self._fact_names = tuple(key for key, _ in self._fact_keys)
         definitions = [json.dumps(d, ensure_ascii=False) for d in policies.ruleset_definitions()]
         with _DURABLE_LOCK:
+            _delete_unused_rulesets()
             number = next(_RULESET_NUMBERS)
             self._rulesets = tuple(
                 durable_rules_engine.create_ruleset(f"nba_{self.version}_{number}_{i}", definition)
@@ -161,6 +164,8 @@ class RulesEngine:
         encoded = self._encode(session, fact)
         fired: list[tuple[CompiledRule, tuple[Directive, ...]]] = []
         with _DURABLE_LOCK:
+            if _UNUSED_RULESETS:
+                _delete_unused_rulesets()
             for ruleset in self._rulesets:  # one for up to RULES_PER_RULESET rules (see ruleset_definitions)
                 self._assert(ruleset, session, encoded, fact, fired)
         fired.sort(key=lambda item: (-item[0].priority, item[0].order))
@@ -269,9 +274,16 @@ class RulesEngine:
 
 
 def _delete_rulesets(rulesets: tuple[int, ...]) -> None:
-    with _DURABLE_LOCK:
-        for ruleset in rulesets:
-            durable_rules_engine.delete_ruleset(ruleset)
+    """A replaced engine's finalizer: its rulesets are deleted by the next engine call that holds the lock. The
+    finalizer runs wherever the garbage collector does, also in a thread inside ``with _DURABLE_LOCK`` (an
+    engine in a reference cycle), where taking the lock again deadlocked (reproduced with gc.collect())."""
+    _UNUSED_RULESETS.extend(rulesets)
+
+
+def _delete_unused_rulesets() -> None:
+    """Under _DURABLE_LOCK: give the rulesets of engines gone back to durable."""
+    while _UNUSED_RULESETS:
+        durable_rules_engine.delete_ruleset(_UNUSED_RULESETS.pop())
 
 
 def _json_value(key: str, value: object) -> str | None:
