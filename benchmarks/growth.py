@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from benchmarks.harness import Latency
-from decision.app import build_flow
+from decision.app import build_flow, definitions
 from decision.domain import DecisionRequest, Touchpoint
 from decision.models import ModelCard
 from decision.scoring import Scorer
@@ -201,7 +201,7 @@ def measure_size(redis_url: str, n_actions: int, n_features: int, decisions: int
             model_dir=work / "model",
             data_dir=work / "data",
         )
-        flow = build_flow(settings, client, config)
+        flow = build_flow(settings, client, config, *definitions(settings))
         counting = CountingScorer(flow.strategy.scorer)
         flow.install(flow.strategy.with_models(counting))
         rng = random.Random(9)

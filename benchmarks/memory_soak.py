@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import rss_kib
-from decision.app import build_flow, store_config
+from decision.app import build_flow, definitions, store_config
 from decision.decision_log import RedisDecisionLog
 from decision.domain import DecisionRequest, Touchpoint
 from decision.settings import Settings
@@ -51,7 +51,7 @@ def main() -> int:
     )
     config = store_config(settings, args.redis_url)
     client = connect(config)
-    flow = build_flow(settings, client, config)
+    flow = build_flow(settings, client, config, *definitions(settings))
     touchpoints = list(Touchpoint)
     rng = random.Random(13)
     started = time.perf_counter()

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from decision.api.grpc_server import DecisionApi
-from decision.app import build_flow, store_config
+from decision.app import build_flow, definitions, store_config
 from decision.decision_log import RedisDecisionLog
 from decision.pb import decision_pb2 as pb
 from decision.settings import Settings
@@ -175,7 +175,7 @@ def profile(args: argparse.Namespace, work: Path) -> int:
         population = generate_population(args.customers, now=time.time())
         RedisOnlineStore(client, config).write_profiles(population, written_at=time.time())
         customers = [p["customer_id"] for p in population]
-        flow = build_flow(settings, client, config)
+        flow = build_flow(settings, client, config, *definitions(settings))
         api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
         decision_log = flow.decision_log
         assert isinstance(decision_log, RedisDecisionLog)  # build_flow's; its background writer is flushed below

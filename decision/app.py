@@ -22,7 +22,7 @@ from decision.deployment import ModelSource
 from decision.flow import DecisionFlow, FlowLimits
 from decision.health import StoreHealth, memory_policy_problems
 from decision.settings import Settings
-from decision.strategy import RuleFiles, StrategyWatcher, load_strategy
+from decision.strategy import RuleFiles, StrategyWatcher, strategy_with
 from features.redis_client import CircuitBreaker, connect
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
@@ -42,24 +42,32 @@ def rule_files(settings: Settings) -> RuleFiles:
     return RuleFiles(settings.policy_dir, settings.catalogue_path, settings.messages_path)
 
 
-def model_source(settings: Settings, schema: FeatureSchema) -> ModelSource:
-    """The published models (the registry's live.json), or NBA_MODEL_DIR while nothing is published."""
-    actions = Catalogue.load(settings.catalogue_path).action_ids
-    return ModelSource(settings.registry_root, settings.model_dir, schema, actions, settings.schema_path)
+def definitions(settings: Settings) -> tuple[FeatureSchema, Catalogue]:
+    """The feature schema and the action catalogue the settings name, each read once by the caller that wires a
+    flow (start-up, a benchmark) and handed to every part that needs them."""
+    return FeatureSchema.load(settings.schema_path), Catalogue.load(settings.catalogue_path)
+
+
+def model_source(settings: Settings, schema: FeatureSchema, catalogue: Catalogue) -> ModelSource:
+    """The published models (the registry's live.json), or NBA_MODEL_DIR while nothing is published; each checked
+    on the catalogue's actions."""
+    return ModelSource(settings.registry_root, settings.model_dir, schema, catalogue.action_ids, settings.schema_path)
 
 
 def build_flow(
     settings: Settings,
     client: redis.Redis,
     config: RedisStoreConfig,
+    schema: FeatureSchema,
+    catalogue: Catalogue,
     models: ModelSource | None = None,
     worker: int | None = None,
 ) -> DecisionFlow:
-    """The decision flow over a Redis client; every part built from settings, nothing global. ``worker`` is the
-    index of this server process when several share the port (its spool file is its own)."""
-    schema = FeatureSchema.load(settings.schema_path)
-    models = models or model_source(settings, schema)
-    strategy = load_strategy(rule_files(settings), schema, models.load_serving())
+    """The decision flow over a Redis client; every part built from settings and the schema and catalogue the
+    caller read, nothing global. ``models``: where the models come from (model_source's by default). ``worker``
+    is the index of this server process when several share the port (its spool file is its own)."""
+    models = models or model_source(settings, schema, catalogue)
+    strategy = strategy_with(catalogue, rule_files(settings), schema, models.load_serving())
     breaker = CircuitBreaker(config.retry_after_ms / 1000.0)
     return DecisionFlow(
         store=RedisOnlineStore(client, config, breaker),
@@ -151,8 +159,9 @@ class Service:
             client = connect(config)
             for problem in memory_policy_problems(client):
                 log.warning("Redis: %s (see NBA_REDIS_MAXMEMORY_MB in decision/settings.py)", problem)
-            models = model_source(settings, FeatureSchema.load(settings.schema_path))
-            flow = build_flow(settings, client, config, models, worker)
+            schema, catalogue = definitions(settings)  # read once: the models are checked on its actions too
+            models = model_source(settings, schema, catalogue)
+            flow = build_flow(settings, client, config, schema, catalogue, models, worker)
             if worker is None and isinstance(flow.decision_log, RedisDecisionLog):
                 replay_earlier_spools(settings, flow.decision_log)
             api = DecisionApi(flow, settings.max_context_entries, flow.catalogue.default_max_actions)
@@ -200,6 +209,11 @@ class Service:
             settle_s=settings.rules_settle_s,
         ).start()
         return cls(settings, redis_url, client, flow, server, watcher, embedded, http=http, store_health=store_health)
+
+    def flush_log(self) -> None:
+        """Wait until every decision answered so far is stored in the decision log: what a reader of the log (an
+        export, a test that checks it) waits for."""
+        self.flow.decision_log.flush()
 
     def stop(self) -> None:
         self.rules_watcher.stop()

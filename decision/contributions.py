@@ -94,7 +94,7 @@ class PathContributions:
         if indices.ndim == 2 and indices.shape[0] == 1:
             indices = indices[0]
         # dtype.kind rather than np.issubdtype, and count_nonzero rather than .any(): the checks were half of
-        # this method's ~68k instructions per call (callgrind, 79 trees).
+        # this method's instructions per call (callgrind).
         if indices.shape != self._num_leaves.shape or indices.dtype.kind not in "iu":
             raise ValueError(
                 f"leaves must be {len(self._num_leaves)} integer leaf indices (one per tree), "
@@ -175,8 +175,8 @@ def top_contributions(
     if values.shape != (len(feature_names),):
         raise ValueError(f"contribs has shape {values.shape} but there are {len(feature_names)} feature names")
     # Plain floats from tolist() and a sort on tuples without a key function: numpy scalars and a lambda per
-    # item made this ~85k instructions a call for 25 features, as much as finding the leaves. The position
-    # breaks ties between equal names as the stable sort by (-size, name) did.
+    # item made this cost as much as finding the leaves (callgrind). The position breaks ties between equal
+    # names as the stable sort by (-size, name) did.
     candidates = [
         (-abs(value), name, position, value)
         for position, (name, value) in enumerate(zip(feature_names, values.tolist(), strict=True))

@@ -21,13 +21,56 @@ from decision.domain import ChannelAdvice, FeatureContribution, FollowUp, OpenIt
 from decision.eligibility import Eligible, WantedFollowUp
 from features.schema import Feature, FeatureSchema
 
-_SECTIONS = ("greeting", "reasons", "continuity", "continuity_customer", "incidents", "channels", "follow_ups")
+_SECTIONS = (
+    "greeting",
+    "reasons",
+    "continuity",
+    "continuity_customer",
+    "incidents",
+    "channels",
+    "follow_ups",
+    "features",
+)
 
 
 # The fields set one after another when a decision's template values are made, each stage seeing those before
 # it (a later one replaces an earlier one of the same name; the request context fills only names still free).
 _FEATURES, _DERIVED, _CONTEXT, _INCIDENT, _COMPLAINT, _ALL = range(6)
-_DERIVED_FIELDS = frozenset(("greeting_name", "incident_flight", "problem", "application"))
+
+
+@dataclass(frozen=True)
+class NarratedFeatures:
+    """The customer features the narrator's own placeholders and sections are worked out from, by their names as
+    rules read them: the ``features`` section of the messages file, so a deployment with other features names its
+    own there and changes no code."""
+
+    incident_type: str  # its value picks the ``incidents`` text shown as {incident}
+    family_name: str  # on file: the greeting is ``greeting.known`` and {greeting_name} is ``greeting_name``
+    given_name: str  # else {greeting_name} is this feature, or ``anonymous_name``
+    placeholders: Mapping[str, str]  # {placeholder}: the feature shown
+
+    @classmethod
+    def parse(cls, raw: Any, file: str) -> NarratedFeatures:
+        """The ``features`` section; NarratorError names what is missing. A feature the schema does not have (a
+        smaller deployment) shows as nothing, as any placeholder that is not a field does."""
+        roles = ("incident_type", "family_name", "given_name")
+        section: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        placeholders = section.get("placeholders", {})
+        wrong = [role for role in roles if not isinstance(section.get(role), str)]
+        if not isinstance(placeholders, dict) or not all(isinstance(name, str) for name in placeholders.values()):
+            wrong.append("placeholders")
+            placeholders = {}
+        if wrong:
+            raise NarratorError(
+                f"{file}: features: needs a feature name for each of {', '.join(roles)} and a 'placeholders' mapping "
+                f"of placeholder to feature name; missing or not a name: {', '.join(wrong)}"
+            )
+        return cls(
+            incident_type=section["incident_type"],
+            family_name=section["family_name"],
+            given_name=section["given_name"],
+            placeholders={str(key): value for key, value in placeholders.items()},
+        )
 
 
 class TemplateFields(dict[str, str]):
@@ -36,10 +79,10 @@ class TemplateFields(dict[str, str]):
 
     What a field holds, in order, each later stage replacing an earlier one's field of the same name: the
     features by name, shown in the language (not the sensitive ones where the customer reads the text);
-    ``greeting_name``, ``incident_flight``, ``problem``, ``application``; the request context's declared keys
-    with valid values (see Narrator.template_values), for names not taken yet; ``incident``, ``complaint``;
-    ``channel``. The greeting name and the incident and complaint texts are rendered from the fields of the
-    stages before theirs.
+    ``greeting_name`` and the placeholders the messages file's ``features`` section names (``incident_flight``,
+    ``problem``, ``application``); the request context's declared keys with valid values (see
+    Narrator.template_values), for names not taken yet; ``incident``, ``complaint``; ``channel``. The greeting
+    name and the incident and complaint texts are rendered from the fields of the stages before theirs.
     """
 
     def __init__(
@@ -97,34 +140,38 @@ class TemplateFields(dict[str, str]):
         copy.update(extra)
         return copy
 
+    def feature(self, name: str) -> str:
+        """The feature ``name`` as a text shows it; empty when it is not shown here (sensitive where the customer
+        reads the text) or not a feature."""
+        return self._feature(name) or ""
+
     def _feature(self, key: str) -> str | None:
         shown = self._shown.get(key)
         if shown is None:
             feature = self._features.get(key)
             if feature is None:
                 return None
-            shown = self._shown[key] = self._narrator._feature_shown(feature, self._values, self._language)
+            shown = self._shown[key] = self._narrator.shown(feature, self._values, self._language)
         return shown
 
     def _resolve(self, key: str, stage: int) -> str | None:
         """The field ``key`` as it stood after ``stage``; None when it was not set."""
-        narrator, language = self._narrator, self._language
+        narrator, language, named = self._narrator, self._language, self._narrator.features
         if stage >= _ALL and key == "channel":
             return narrator.channel_name(self._channel, language)
         if stage >= _COMPLAINT and key == "complaint" and self._has_complaint:
-            return narrator._text("incidents", language, "complaint").format_map(_Stage(self, _INCIDENT))
+            return narrator.text("incidents", language, "complaint").format_map(_Stage(self, _INCIDENT))
         if stage >= _INCIDENT and key == "incident" and self._has_incident:
-            incident_type = str(self._values.get("last_incident_type") or "")
-            return narrator._text("incidents", language, incident_type).format_map(_Stage(self, _CONTEXT))
-        if stage >= _DERIVED and key in _DERIVED_FIELDS:
+            incident_type = str(self._values.get(named.incident_type) or "")
+            return narrator.text("incidents", language, incident_type).format_map(_Stage(self, _CONTEXT))
+        if stage >= _DERIVED:
             if key == "greeting_name":
-                if self._feature("last_name"):
-                    return narrator._text("greeting_name", language).format_map(_Stage(self, _FEATURES)).strip()
-                return self._feature("first_name") or narrator._text("anonymous_name", language)
-            source = {"incident_flight": "last_incident_flight", "problem": "open_problem"}.get(
-                key, "pending_application"
-            )
-            return self._feature(source) or ""
+                if self._feature(named.family_name):
+                    return narrator.text("greeting_name", language).format_map(_Stage(self, _FEATURES)).strip()
+                return self._feature(named.given_name) or narrator.text("anonymous_name", language)
+            source = named.placeholders.get(key)
+            if source is not None:
+                return self._feature(source) or ""
         shown = self._feature(key)
         if shown is not None:
             return shown
@@ -189,6 +236,11 @@ class Narrator:
         self.languages: list[str] = [str(language) for language in texts["languages"]]
         self.schema = schema
         self._value_names: Mapping[str, Any] = texts.get("values") or {}
+        self.features = NarratedFeatures.parse(texts["features"], Path(messages_path).name)
+        # continuity's kinds are features (shown while the customer has one), each with a customer-facing text
+        untold = [str(kind) for kind in texts["continuity"] if kind not in texts["continuity_customer"]]
+        if untold:
+            raise NarratorError(f"{Path(messages_path).name}: continuity_customer has no text for {', '.join(untold)}")
         # The features a template may name, by derived name: all of them where an agent reads the text, none
         # of the sensitive ones where the customer does (keyed by Touchpoint.customer_facing).
         self._shown_features: dict[bool, dict[str, Feature]] = {
@@ -204,7 +256,8 @@ class Narrator:
             if isinstance(texts, dict)
         }
 
-    def _text(self, section: str, language: str, *path: str) -> str:
+    def text(self, section: str, language: str, *path: str) -> str:
+        """The text at ``path`` in ``section`` of the messages file, in ``language`` or else in English."""
         node = self.texts[section]
         for key in path:
             node = node[key]
@@ -261,7 +314,7 @@ class Narrator:
         does not know renders as nothing, whatever path the request came by.
         Each is worked out when a template first reads it: a decision's texts read a handful of ~40 fields."""
         incidents = self.texts.get("incidents", {})
-        incident_type = str(values.get("last_incident_type") or "")
+        incident_type = str(values.get(self.features.incident_type) or "")
         declared = self.schema.context
         shown = {
             key: normalised
@@ -279,38 +332,41 @@ class Narrator:
             "complaint" in incidents,
         )
 
-    def _feature_shown(self, feature: Feature, values: Mapping[str, Any], language: str) -> str:
+    def shown(self, feature: Feature, values: Mapping[str, Any], language: str) -> str:
+        """The feature's value among ``values`` as a text shows it in ``language``."""
         value = values.get(feature.derived_name)
         shown = self._value_names.get(feature.name, {}).get(value) if isinstance(value, str) else None
         # a category shows as its name in the language ("Gold"), anything else as written
         return (shown.get(language) or shown.get("en", "")) if shown else _shown(value)
 
     def channel_name(self, channel: str, language: str) -> str:
+        """The channel's name in ``language`` (``channels``), or the channel as written when it has none."""
         if channel and channel in self.texts.get("channels", {}):
-            return self._text("channels", language, channel)
+            return self.text("channels", language, channel)
         return channel
 
     def _reason_text(self, code: str, fields: TemplateFields, language: str) -> str:
         """The human-readable reason for a reason code; empty when the messages have none."""
         if code in self.texts["reasons"]:
-            return self._text("reasons", language, code).format_map(fields)
+            return self.text("reasons", language, code).format_map(fields)
         return ""
 
     def _open_items(
         self, values: Mapping[str, Any], fields: Mapping[str, str], language: str, touchpoint: Touchpoint
     ) -> list[OpenItem]:
-        """Open problems and pending applications, at every touchpoint: the details only where an agent reads."""
+        """Open problems and pending applications (each ``continuity`` kind the customer's feature of that name
+        holds), at every touchpoint: the details only where an agent reads."""
         detailed = not touchpoint.customer_facing
         section = "continuity" if detailed else "continuity_customer"
         return [
-            OpenItem(kind, self._text(section, language, kind).format_map(fields), detailed)
-            for kind in ("open_problem", "pending_application")
+            OpenItem(kind, self.text(section, language, kind).format_map(fields), detailed)
+            for kind in self.texts["continuity"]
             if values.get(kind)
         ]
 
     def _greeting(self, fields: Mapping[str, str], language: str, known: bool) -> str:
-        kind = "known" if known and fields.get("last_name") else "anonymous"
-        return self._text("greeting", language, kind).format_map(fields)
+        kind = "known" if known and fields.get(self.features.family_name) else "anonymous"
+        return self.text("greeting", language, kind).format_map(fields)
 
     def _contributions(
         self,
@@ -344,17 +400,17 @@ class Narrator:
         delivery = touchpoint.delivery
         messages = [r.action.message(language, delivery).format_map(fields) for r in ranked]
         if not ranked:
-            lead = self._text("reasons", language, "no_action")
+            lead = self.text("reasons", language, "no_action")
             return (lead if delivery == "agent" else greeting), messages
         parts = [] if delivery == "agent" else [greeting]
         parts.append(messages[0])
         if delivery == "agent":
             parts.append(
-                self._text("why", language).format(reason=self._reason(ranked[0], reasons, features, fields, language))
+                self.text("why", language).format(reason=self._reason(ranked[0], reasons, features, fields, language))
             )
-            for key, section in (("problem", "open_problem"), ("application", "pending_application")):
-                if fields.get(key):
-                    parts.append(self._text("continuity", language, section).format_map(fields))
+            for kind in self.texts["continuity"]:
+                if fields.feature(kind):
+                    parts.append(self.text("continuity", language, kind).format_map(fields))
         return " ".join(p for p in parts if p), messages
 
     def _reason(
@@ -367,12 +423,12 @@ class Narrator:
     ) -> str:
         for code in reasons.get(top.action.action_id, ()):
             if code in self.texts["reasons"]:
-                return self._text("reasons", language, code).format_map(fields)
+                return self.text("reasons", language, code).format_map(fields)
         labels = (
             "、".join(f.label for f in features) if language.startswith("zh") else ", ".join(f.label for f in features)
         )
         filled = fields.extended({"features": labels or top.action.title(language)})
-        return self._text("reasons", language, "model_ranked").format_map(filled)
+        return self.text("reasons", language, "model_ranked").format_map(filled)
 
     def _follow_ups(
         self,
@@ -399,7 +455,7 @@ class Narrator:
                         "action_confirmation": action.confirmation(language).format_map(fields),
                     }
                 )
-            text = self._text("follow_ups", language, want.kind).format_map(filled)
+            text = self.text("follow_ups", language, want.kind).format_map(filled)
             rendered[want.kind] = FollowUp(want.kind, want.action_id, language, text, want.channel or channel)
         return list(rendered.values())
 

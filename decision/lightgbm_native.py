@@ -1,16 +1,15 @@
 """LightGBM's own C API for serving: the same predictions as ``lightgbm.Booster.predict``, without its overhead.
 
-``Booster.predict`` re-checks its input and rebuilds its parameters on every call: ~125 us for 8 rows here,
-of which the trees take ~55 us; one row's leaf indices take ~75 us against ~20 us. The C API is LightGBM's
-documented public interface (c_api.h), and the library is the one the lightgbm wheel ships, so predictions are
-bit-for-bit LightGBM's (a property test checks it, NaN and infinity included).
+``Booster.predict`` re-checks its input and rebuilds its parameters on every call, which for the few rows a
+decision scores costs more than walking the trees (and more again for one row's leaf indices). The C API is
+LightGBM's documented public interface (c_api.h), and the library is the one the lightgbm wheel ships, so
+predictions are bit-for-bit LightGBM's (a property test checks it, NaN and infinity included).
 
 A few rows go one at a time through ``LGBM_BoosterPredictForMatSingleRowFast``, whose parameters are parsed
 once, at load: ``LGBM_BoosterPredictForMat`` parses its parameter string, builds a predictor and starts an
-OpenMP region on every call, ~69k instructions before the first tree (callgrind, 79 trees of 31 leaves), where
-the single-row call costs ~16k plus ~21k a row against ~15k. The calls alone: one row's leaf indices 33k
-instructions instead of 129k, 4 rows' scores 100k instead of 171k; ``leaves`` for one row, numpy conversions
-included, 52k instead of 125k. From about 9 rows on the matrix call is cheaper and takes over.
+OpenMP region on every call before it walks the first tree, where the single-row call only walks the trees
+(callgrind; what it saved a decision: benchmarks/RESULTS.md, the notes of 2026-11-30). The matrix call's fixed
+cost is paid once for all rows, so from about 9 rows on it is cheaper and takes over.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ _DTYPE_FLOAT64 = 1
 _ROW_MAJOR = 1
 # One thread: LightGBM's OpenMP pool fights the gRPC threads for the cores under load.
 _PARAMETERS = b"num_threads=1"
-# Up to this many rows one single-row call each, beyond it one matrix call (break-even measured at ~9 rows).
+# Up to this many rows one single-row call each, beyond it one matrix call (break-even measured at about 9 rows).
 _ROWS_ONE_BY_ONE = 8
 
 
@@ -42,13 +41,13 @@ def _library() -> str:
     raise FileNotFoundError(f"no lib_lightgbm library in the lightgbm package at {package}")
 
 
-# PyDLL keeps the GIL during the call: a ~50 us prediction is cheaper than waiting to get the GIL back from
-# another thread afterwards (measured: 200 us per call under the decision-log writer with ctypes.CDLL).
+# PyDLL keeps the GIL during the call: a prediction this short is cheaper than waiting to get the GIL back from
+# another thread afterwards (measured under the decision-log writer: ctypes.CDLL's calls took several times longer).
 # It also makes the calls of all threads take turns, which the shared fast configurations below rely on.
 _lib = ctypes.PyDLL(_library())
 _lib.LGBM_GetLastError.restype = ctypes.c_char_p
 # Declared argument types let plain ints and bytes through: a ctypes.c_int or ``data_as`` per argument cost
-# ~20% of a one-row call.
+# a noticeable part of a one-row call.
 _predict_for_mat = _lib.LGBM_BoosterPredictForMat
 _predict_for_mat.argtypes = [
     ctypes.c_void_p,  # booster
@@ -123,8 +122,8 @@ class NativeBooster:
         if data.ndim != 2 or data.shape[1] != self.num_feature:
             raise ValueError(f"expected rows of {self.num_feature} features, got shape {data.shape}")
         n_rows = data.shape[0]
-        # The results go into a ctypes array, whose address is free, viewed by numpy: half the cost of asking
-        # an ndarray for its address (``.ctypes.data``, ~2.5 us), as the input still does.
+        # The results go into a ctypes array, whose address is free, viewed by numpy: cheaper than asking an
+        # ndarray for its address (``.ctypes.data`` builds an object each time), as the input still does.
         out = (ctypes.c_double * (n_rows * per_row))()
         data_at, out_at = data.ctypes.data, ctypes.addressof(out)
         written = ctypes.c_int64()

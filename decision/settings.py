@@ -58,7 +58,8 @@ class Settings(BaseSettings):
 
     deadline_margin_ms: float = Field(5.0, ge=0)
     """Of a caller's deadline, the time each Redis call leaves for the rest of the answer: a call gets the Redis
-    timeout or, when the deadline is nearer, what is left of it less this margin; less than 0.5 ms left skips it."""
+    timeout or, when the deadline is nearer, what is left of it less this margin; less than the shortest call worth
+    trying (features.online_store.SHORTEST_CALL_S) left skips it."""
 
     redis_retry_after_ms: float = Field(1000.0, ge=0)
     """After a Redis failure, decide without Redis for this long before trying it again (no per-call waits)."""

@@ -96,7 +96,12 @@ class Strategy:
 
 def load_strategy(files: RuleFiles, schema: FeatureSchema, models: Models | Scorer) -> Strategy:
     """Load and check the catalogue, the messages and every rule file; raise one of RELOAD_ERRORS if any is bad."""
-    catalogue = Catalogue.load(files.catalogue_path)
+    return strategy_with(Catalogue.load(files.catalogue_path), files, schema, models)
+
+
+def strategy_with(catalogue: Catalogue, files: RuleFiles, schema: FeatureSchema, models: Models | Scorer) -> Strategy:
+    """The strategy of a catalogue already read (start-up reads it once, for the models too), with the messages
+    and rule files of ``files``, checked as load_strategy checks them."""
     narrator = Narrator(files.messages_path, schema)
     for action in catalogue.actions.values():
         missing = action.missing_texts(narrator.languages)

@@ -255,7 +255,7 @@ class ReasonTexts:
 def compile_policies(
     policy_dir: Path,
     known_actions: Collection[str],
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     reasons: ReasonTexts | None = None,
 ) -> CompiledPolicies:
     """Load, check and compile every ``*.yaml`` in ``policy_dir`` (in file-name order) into one ruleset.
@@ -265,7 +265,6 @@ def compile_policies(
     text in every language. Raises :class:`RuleFileError` naming the file, the rule and the field or directive
     at fault.
     """
-    schema = schema or FeatureSchema.load()
     actions = tuple(sorted(known_actions))
     paths = sorted(Path(policy_dir).glob("*.yaml"))
     if not paths:

@@ -7,10 +7,9 @@ durable-rules 2.0.28 has hazards, each reproduced before it was handled where a 
 * a session keeps its facts -> each evaluation retracts its fact once its matches are read, so the one session
   each ruleset uses is empty again for the next (and if reading them raised, the session is deleted instead).
   A fresh session per evaluation would be clean too, but durable builds and zeroes a large state node for each
-  new session: 0.35 M of the 3.5 M instructions of a whole decision went to that ``memset`` (callgrind). With
-  the fact retracted instead, durable's share of a decision fell from 0.55 M instructions to 0.19 M (assert
-  0.13 M, retract 0.06 M), and ``evaluate`` over 3,000 demo facts from ~190 us of CPU (p50) to 95-165 us;
-  the same rules fire for every fact;
+  new session, and that ``memset`` was a large part of a whole decision's instructions (callgrind). With the
+  fact retracted instead durable's share of a decision fell to about a third, and the same rules fire for
+  every fact (the counts: benchmarks/RESULTS.md, the notes of 2026-11-30);
 * at most 1,024 live sessions, then MemoryError -> one session per ruleset, under the lock;
 * ``delete_state`` of a session whose fact matched no rule reads uninitialised memory (valgrind; a crash or a
   corrupt heap, depending on what else the process loaded) -> a compiled rule matches every request fact;
@@ -20,12 +19,14 @@ durable-rules 2.0.28 has hazards, each reproduced before it was handled where a 
 How durable delivers results (found by experiment): an ``assert_fact`` matches the fact against every rule
 and queues one action per matched rule in the fact's session; ``durable.engine`` then runs those actions one
 at a time, synchronously in the calling thread, each callback finding its session in ``c.s.sid``. That Python
-layer costs ~40 us per *matched rule* (it re-parses the whole fact, builds a closure and rewrites the session
-state for each one): 7 matched rules took ~400 us. We only need to know which rules matched, so we read the
-queue straight from durable's C core (``durable_rules_engine``, the extension ``durable.engine`` itself
-calls), ~3 us per matched rule. This also keeps clear of ``durable.engine.Host``, whose two timer threads
-call into the C core every 200 ms without any lock of ours and run other sessions' queued actions themselves
-(reproduced with a single caller thread: missing directives, then a segfault).
+layer is slow per *matched rule* (it re-parses the whole fact, builds a closure and rewrites the session state
+for each one), so a decision cost more the more rules it matched. We only need to know which rules matched, so
+we read the queue straight from durable's C core (``durable_rules_engine``, the extension ``durable.engine``
+itself calls), which costs a small fraction of that per matched rule (what rules cost per decision now:
+benchmarks/RESULTS.md, "Rules: what they cost per decision, as they grow"). This also keeps clear of
+``durable.engine.Host``, whose two timer threads call into the C core every 200 ms without any lock of ours and
+run other sessions' queued actions themselves (reproduced with a single caller thread: missing directives, then a
+segfault).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ logger = logging.getLogger(__name__)
 # releases the GIL anyway.
 _DURABLE_LOCK = threading.Lock()
 _RULESET_NUMBERS = itertools.count(1)
+# Rulesets of engines no longer used, to delete under the lock (see _delete_rulesets).
+_UNUSED_RULESETS: list[int] = []
 # durable's assert_fact result code for "matched" (durable.engine.Ruleset._handle_result reads the same one).
 _MATCHED = 0
 # The one session each ruleset evaluates in; its facts are retracted after every evaluation.
@@ -123,10 +126,9 @@ class RulesEngine:
         self,
         policy_dir: Path,
         known_actions: Collection[str],
-        schema: FeatureSchema | None = None,
+        schema: FeatureSchema,
         reasons: ReasonTexts | None = None,
     ) -> None:
-        schema = schema or FeatureSchema.load()
         policies = compile_policies(policy_dir, known_actions, schema, reasons)
         self.policies = policies
         self.version: str = policies.version
@@ -139,6 +141,7 @@ class RulesEngine:
         self._fact_names = tuple(key for key, _ in self._fact_keys)
         definitions = [json.dumps(d, ensure_ascii=False) for d in policies.ruleset_definitions()]
         with _DURABLE_LOCK:
+            _delete_unused_rulesets()
             number = next(_RULESET_NUMBERS)
             self._rulesets = tuple(
                 durable_rules_engine.create_ruleset(f"nba_{self.version}_{number}_{i}", definition)
@@ -161,6 +164,8 @@ class RulesEngine:
         encoded = self._encode(session, fact)
         fired: list[tuple[CompiledRule, tuple[Directive, ...]]] = []
         with _DURABLE_LOCK:
+            if _UNUSED_RULESETS:
+                _delete_unused_rulesets()
             for ruleset in self._rulesets:  # one for up to RULES_PER_RULESET rules (see ruleset_definitions)
                 self._assert(ruleset, session, encoded, fact, fired)
         fired.sort(key=lambda item: (-item[0].priority, item[0].order))
@@ -269,9 +274,16 @@ class RulesEngine:
 
 
 def _delete_rulesets(rulesets: tuple[int, ...]) -> None:
-    with _DURABLE_LOCK:
-        for ruleset in rulesets:
-            durable_rules_engine.delete_ruleset(ruleset)
+    """A replaced engine's finalizer: its rulesets are deleted by the next engine call that holds the lock. The
+    finalizer runs wherever the garbage collector does, also in a thread inside ``with _DURABLE_LOCK`` (an
+    engine in a reference cycle), where taking the lock again deadlocked (reproduced with gc.collect())."""
+    _UNUSED_RULESETS.extend(rulesets)
+
+
+def _delete_unused_rulesets() -> None:
+    """Under _DURABLE_LOCK: give the rulesets of engines gone back to durable."""
+    while _UNUSED_RULESETS:
+        durable_rules_engine.delete_ruleset(_UNUSED_RULESETS.pop())
 
 
 def _json_value(key: str, value: object) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 import redis
 
 from decision.pb import decision_pb2_grpc as pb_grpc
-from decision.settings import Settings
 
 if TYPE_CHECKING:
     from decision.app import Service
@@ -21,12 +19,11 @@ from features.redis_client import connect
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
+from tests.helpers import TEST_POPULATION, service_on_its_own_redis, service_settings
 from training.demo_model import train_demo_model
 from training.population import generate_population
 
 KEYS = KeyLayout()
-
-TEST_POPULATION = 2_000
 
 
 @pytest.fixture(scope="session")
@@ -68,57 +65,12 @@ def loaded_redis(redis_server: RedisServer, population: list[dict[str, str]]) ->
 def fresh_contact_history(loaded_redis: RedisServer, service: Service) -> None:
     """Forget every customer's contact history (offers made, declines): each test starts a new visit, so
     the contact policy's offer limits do not carry over from one test to the next."""
-    service.flow.decision_log.flush()  # earlier tests' offers, still being written, first
+    service.flush_log()  # earlier tests' offers, still being written, first
     client = redis.Redis.from_url(loaded_redis.url, decode_responses=True)
     keys = list(client.scan_iter(KEYS.contacts("*"), count=1000))
     if keys:
         client.delete(*keys)
     client.close()
-
-
-def forget_offers(service: Service, customer_id: str) -> None:
-    """Drop the offers from a customer's contact history (a new visit), keeping declines and follow-ups."""
-    service.flow.decision_log.flush()  # the offers of a decision just answered, still being written
-    client = service.client
-    key = KEYS.contacts(customer_id)
-    offers = [f for f in client.hkeys(key) if str(f).split("|")[1] == "offered"]
-    if offers:
-        client.hdel(key, *offers)
-
-
-def service_settings(redis_url: str, model_dir: Path, data_dir: Path, **overrides: object) -> Settings:
-    """Settings of a test service. Exploration is off unless a test asks for it: tests that expect the model's
-    own first choice would otherwise fail on the share of decisions that explore. Redis may take 250 ms before a
-    decision degrades (production: 25 ms): a test machine busy with other work must not turn the decisions a
-    test checks into degraded ones; the tests of degradation set their own, shorter timeout."""
-    return Settings(
-        _env_file=None,
-        port=0,
-        http_port=0,
-        redis_url=redis_url,
-        model_dir=model_dir,
-        data_dir=data_dir,
-        **{"exploration_share": 0.0, "redis_timeout_ms": 250.0, **overrides},
-    )
-
-
-@contextlib.contextmanager
-def service_on_its_own_redis(
-    model_dir: Path, tmp_path: Path, customers: int = 50, **overrides: object
-) -> Iterator[tuple[Service, RedisServer]]:
-    """A service over a Redis of its own, with ``customers`` demo profiles: a test may stop, pause or fill that
-    Redis and harm nobody else. ``overrides`` are settings (see service_settings)."""
-    from decision.app import Service
-
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        with Service.start(service_settings(server.url, model_dir, tmp_path / "data", **overrides)) as service:
-            store = service.flow.store
-            assert isinstance(store, RedisOnlineStore)
-            store.write_profiles(generate_population(customers, now=time.time()), written_at=time.time())
-            yield service, server
-    finally:
-        server.stop()
 
 
 @pytest.fixture()

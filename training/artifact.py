@@ -33,9 +33,9 @@ class ModelArtifact:
     schema: FeatureSchema
 
     @classmethod
-    def load(cls, directory: Path, schema: FeatureSchema | None = None) -> ModelArtifact:
+    def load(cls, directory: Path, schema: FeatureSchema) -> ModelArtifact:
+        """The model in ``directory``, its features read by ``schema`` (the caller's)."""
         directory = Path(directory)
-        schema = schema or FeatureSchema.load()
         card = ModelCard.read(directory)
         # The demo model (nba train-demo) predates the registry: it is a schema model by construction.
         encoding = FeatureEncoding.from_json(card.encoding or {"mode": "schema", "columns": []})

@@ -46,8 +46,8 @@ def simulate_decision_log(
     seed: int = 7,
     start: float = REFERENCE_NOW,
     days: float = 60.0,
-    schema: FeatureSchema | None = None,
-    catalogue: Catalogue | None = None,
+    schema: FeatureSchema,
+    catalogue: Catalogue,
 ) -> pa.Table:
     """A decision log of ``n_customers * decisions_per_customer`` decisions over ``days`` days from ``start``.
 
@@ -59,8 +59,6 @@ def simulate_decision_log(
         raise ValueError(f"policy must be uniform or epsilon-greedy; got {policy!r}")
     if not 0.0 < epsilon <= 1.0:
         raise ValueError(f"epsilon must be in (0, 1]; got {epsilon}")
-    schema = schema or FeatureSchema.load()
-    catalogue = catalogue or Catalogue.load()
     actions = offerable_actions(catalogue)
     rng = np.random.default_rng(seed)
     population = generate_population(n_customers, seed=seed, now=start)

@@ -112,13 +112,16 @@ def train(
     options = options or TrainingOptions()
     if params:
         options = TrainingOptions(**{**options.__dict__, "params": {**options.params, **params}})
-    directory = train_model(log, Registry(Path(registry or default_registry())), options)
+    from decision.catalogue import Catalogue
+
+    registry_at = Registry(Path(registry or default_registry()))
+    directory = train_model(log, registry_at, options, schema=FeatureSchema.load(), catalogue=Catalogue.load())
     return Trained(directory.name, directory)
 
 
 def load_model(model: str | Path, registry: Path | str | None = None) -> ModelArtifact:
     """A model by version id, ``latest`` or directory."""
-    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model))
+    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model), FeatureSchema.load())
 
 
 def evaluate(
@@ -234,7 +237,17 @@ def simulate_demo_log(
     seed: int = 7,
 ) -> Path:
     """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
-    table = simulate_decision_log(customers, decisions_per_customer, policy=policy, epsilon=epsilon, seed=seed)
+    from decision.catalogue import Catalogue
+
+    table = simulate_decision_log(
+        customers,
+        decisions_per_customer,
+        policy=policy,
+        epsilon=epsilon,
+        seed=seed,
+        schema=FeatureSchema.load(),
+        catalogue=Catalogue.load(),
+    )
     return write_table(table, Path(output))
 
 
@@ -293,4 +306,6 @@ def simulate(
             Path(messages) if messages is not None else None,
             Path(model) if model is not None else None,
         )
-    return run(Path(population), live, candidate, touchpoint=touchpoint, limit=limit, now=now)
+    return run(
+        Path(population), live, candidate, schema=FeatureSchema.load(), touchpoint=touchpoint, limit=limit, now=now
+    )

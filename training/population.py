@@ -609,8 +609,8 @@ def simulate_responses(
     seed: int = 11,
     now: float | None = None,
     *,
-    schema: FeatureSchema | None = None,
-    catalogue: Catalogue | None = None,
+    schema: FeatureSchema,
+    catalogue: Catalogue,
 ) -> list[dict[str, Any]]:
     """A logged history: for each customer, a uniformly random set of actions and whether each was accepted.
 
@@ -623,8 +623,7 @@ def simulate_responses(
     ``accepted`` (0 or 1) and ``true_probability`` (the ground truth, which a real log would not have; kept
     for checking models).
     """
-    schema = schema or FeatureSchema.load()
-    actions = (catalogue or Catalogue.load()).action_ids
+    actions = catalogue.action_ids
     now = time.time() if now is None else float(now)
     shown = min(actions_per_customer, len(actions))
     propensity = shown / len(actions)

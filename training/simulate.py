@@ -507,14 +507,14 @@ def simulate(
     live: StrategySpec,
     candidate: StrategySpec | None = None,
     *,
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     touchpoint: str | None = None,
     limit: int | None = None,
     now: float | None = None,
     top: int = 10,
 ) -> SimulationReport:
-    """Decide every row of ``population`` with the live strategy (and the candidate), and summarise."""
-    schema = schema or FeatureSchema.load()
+    """Decide every row of ``population`` with the live strategy (and the candidate), and summarise; the rows
+    and models are read by ``schema`` (the caller's)."""
     rows = read_population(population, schema, touchpoint, limit)
     strategies = [live.load(schema, "live")]
     if candidate is not None:

@@ -81,14 +81,13 @@ def train_model(
     registry: Registry,
     options: TrainingOptions | None = None,
     *,
-    schema: FeatureSchema | None = None,
-    catalogue: Catalogue | None = None,
+    schema: FeatureSchema,
+    catalogue: Catalogue,
 ) -> Path:
-    """Train on ``log`` and store the model as a new version in ``registry``; returns the version's directory."""
+    """Train on ``log`` and store the model as a new version in ``registry``, its card naming ``schema`` and
+    ``catalogue`` (the caller's, read once); returns the version's directory."""
     started = time.perf_counter()
     options = options or TrainingOptions()
-    schema = schema or FeatureSchema.load()
-    catalogue = catalogue or Catalogue.load()
     split = time_split(log, options)
     objective = "binary" if log.outcome_kind == "binary" else "regression"
     fitted = log.outcomes[split.fit]

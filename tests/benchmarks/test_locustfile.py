@@ -13,7 +13,7 @@ import pytest
 
 from decision.app import Service
 from features.redis_server import free_port
-from tests.conftest import TEST_POPULATION, service_settings
+from tests.helpers import TEST_POPULATION, service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOUCHPOINTS = ("CHECKIN_KIOSK", "CHECKIN_AGENT", "BRANCH_TELLER", "IVR")

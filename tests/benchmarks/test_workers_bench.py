@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.workers_bench import measure_throughput, table
-from tests.conftest import TEST_POPULATION
+from tests.helpers import TEST_POPULATION
 
 
 def test_throughput_is_measured_for_two_server_processes(loaded_redis, demo_model_dir):

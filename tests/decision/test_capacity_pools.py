@@ -14,31 +14,10 @@ import yaml
 from decision.decision_log import MemoryDecisionLog
 from decision.domain import DecisionRequest, Outcome, Touchpoint, decision_day
 from decision.flow import DecisionFlow, FlowLimits
-from decision.scoring import LightGBMScorer
 from decision.settings import Settings
-from decision.strategy import RuleFiles, Strategy, load_strategy
+from decision.strategy import Strategy
 from features.memory_store import MemoryOnlineStore
-from features.schema import FeatureSchema
-
-SCHEMA = FeatureSchema.load()
-NOW = time.time()
-PASSENGER = {
-    "domain": "airline",
-    "tier": "gold",
-    "predicted_ltv": "15000",
-    "last_incident_type": "ife_broken",
-    "last_incident": repr(NOW - 5 * 86_400),
-    "last_incident_flight": "AZ611",
-    "last_incident_long_haul": "1",
-    "last_name": "Rossi",
-    "title": "Ms",
-}
-
-
-def strategy_from(demo_model_dir: Path, policy_dir: Path) -> Strategy:
-    settings = Settings(_env_file=None)
-    files = RuleFiles(policy_dir, settings.catalogue_path, settings.messages_path)
-    return load_strategy(files, SCHEMA, LightGBMScorer(demo_model_dir, SCHEMA))
+from tests.helpers import NOW, PASSENGER, SCHEMA, strategy_from
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from decision.decision_log import MemoryDecisionLog, OutcomeAlreadyFinal
 from decision.domain import Decision, Outcome
-from decision.scenarios import ScenarioRunner, load_scenarios
+from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
 from decision.strategy import RuleFiles, load_strategy
@@ -22,7 +22,7 @@ def decision(demo_model_dir: Path) -> Decision:
     settings = Settings(_env_file=None)
     files = RuleFiles(settings.policy_dir, settings.catalogue_path, settings.messages_path)
     strategy = load_strategy(files, schema, LightGBMScorer(demo_model_dir, schema))
-    made = ScenarioRunner(strategy, schema).run(load_scenarios()[0]).decision
+    made = ScenarioRunner(strategy, schema).run(load_scenarios(DEFAULT_SCENARIO_DIR, schema)[0]).decision
     assert made.actions
     return made
 

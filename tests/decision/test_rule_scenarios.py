@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from decision.cli import main
-from decision.scenarios import ScenarioFileError, ScenarioRunner, load_scenarios
+from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer
 from decision.settings import Settings
 from decision.strategy import RuleFiles, Strategy, load_strategy
 from features.schema import FeatureSchema
 
 SCHEMA = FeatureSchema.load()
-SCENARIOS = load_scenarios()
+SCENARIOS = load_scenarios(DEFAULT_SCENARIO_DIR, SCHEMA)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from features.redis_server import RedisServer, free_port, redis_server_binary
-from tests.integration.test_workers import gone
+from tests.helpers import gone
 
 ROOT = Path(__file__).resolve().parents[2]
 

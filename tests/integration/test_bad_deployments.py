@@ -21,9 +21,8 @@ from decision.models import ModelError, Registry
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from tests.conftest import service_settings
-from tests.integration.test_workers import decide as decide_on
-from tests.integration.test_workers import serve_workers, stop
+from tests.helpers import decide as decide_on
+from tests.helpers import serve_workers, service_settings, stop
 from training import loop
 
 CRASH = "LightGBM crashed loading it (signal"  # SIGABRT mostly, sometimes SIGSEGV

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
+from tests.helpers import overall_health
 
 KEYS = KeyLayout()
 
@@ -161,17 +162,6 @@ def test_redis_down_degrades_within_the_deadline_and_outcomes_fail_unavailable(o
         client.close()
 
 
-def overall_health(channel: grpc.Channel, becomes: int, timeout_s: float = 10.0) -> int:
-    """The overall ("") health status once it is ``becomes``, or the last one seen after ``timeout_s``."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    while (status := stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status) != becomes:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    return status
-
-
 def test_a_full_redis_is_not_healthy_and_the_outcome_of_a_spooled_decision_is_to_be_retried(own_service):
     """Redis at its maxmemory (noeviction) still answers PING and reads, but stores nothing: health once stayed
     SERVING, and the outcome of a decision waiting in the spool answered NOT_FOUND, as if it had never been made.
@@ -187,7 +177,7 @@ def test_a_full_redis_is_not_healthy_and_the_outcome_of_a_spooled_decision_is_to
         client.config_set("maxmemory", 1)
         try:
             reply = stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB), timeout=5)
-            service.flow.decision_log.flush()  # written a moment after it was answered: refused, so spooled
+            service.flush_log()  # written a moment after it was answered: refused, so spooled
             assert overall_health(channel, NOT_SERVING) == NOT_SERVING
             outcome = pb.RecordOutcomeRequest(
                 decision_id=reply.decision_id, action_id=reply.actions[0].action_id, outcome=pb.ACCEPTED
@@ -201,7 +191,7 @@ def test_a_full_redis_is_not_healthy_and_the_outcome_of_a_spooled_decision_is_to
         assert overall_health(channel, SERVING) == SERVING
         time.sleep(0.3)  # past redis_retry_after_ms: the next write to the log replays the spool
         stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.WEB), timeout=5)
-        service.flow.decision_log.flush()
+        service.flush_log()
         receipt = stub.RecordOutcome(outcome, timeout=5)
     client.close()
     assert receipt.outcome_id and not receipt.duplicate

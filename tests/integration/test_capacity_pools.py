@@ -13,8 +13,7 @@ import pytest
 
 from decision.pb import decision_pb2 as pb
 from features.redis_keys import KeyLayout
-from tests.integration.test_scenarios import fresh_flight
-from tests.integration.test_side_effects import recovery_passengers
+from tests.helpers import fresh_flight, recovery_passengers
 
 KEYS = KeyLayout()
 

@@ -22,7 +22,7 @@ from features.redis_client import connect
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from features.schema import FeatureSchema
-from tests.conftest import service_settings
+from tests.helpers import service_settings
 from training.population import generate_population, true_accept_probability
 
 CUSTOMERS = 1_200
@@ -76,7 +76,7 @@ def test_serve_export_train_evaluate_publish_and_serve_the_new_model(own_redis, 
                 timeout=5,
             )
         assert 0.2 * CUSTOMERS < explored < 0.4 * CUSTOMERS
-        service.flow.decision_log.flush()
+        service.flush_log()
 
         log = tmp_path / "live-log.parquet"
         assert main(["export-log", "--redis-url", own_redis.url, "--out", str(log), "--chosen-only"]) == 0

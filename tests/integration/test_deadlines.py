@@ -27,9 +27,7 @@ from features.redis_client import CircuitBreaker, connect
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisStoreConfig
-from tests.conftest import service_on_its_own_redis
-from tests.decision.test_capacity_pools import PASSENGER, SCHEMA, strategy_from
-from tests.integration.test_scenarios import fresh_flight
+from tests.helpers import PASSENGER, SCHEMA, fresh_flight, service_on_its_own_redis, strategy_from
 
 KEYS = KeyLayout()
 

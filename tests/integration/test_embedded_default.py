@@ -11,7 +11,7 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from tests.conftest import service_settings
+from tests.helpers import service_settings
 
 
 def test_service_starts_and_stops_its_own_redis(demo_model_dir, tmp_path):

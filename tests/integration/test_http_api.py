@@ -21,8 +21,7 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
-from tests.conftest import forget_offers, service_settings
-from tests.integration.test_scenarios import fresh_flight
+from tests.helpers import forget_offers, fresh_flight, service_settings
 
 KEYS = KeyLayout()
 

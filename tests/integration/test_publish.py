@@ -27,7 +27,7 @@ from decision.scoring import LightGBMScorer
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.schema import FeatureSchema
-from tests.conftest import service_settings
+from tests.helpers import service_settings
 from training import loop
 from training.demo_model import train_demo_model
 
@@ -73,7 +73,7 @@ def decide(publishing_service: Service) -> Iterator[Callable[..., pb.DecideRespo
 def forget_contacts(service: Service) -> None:
     """A new visit for everyone: the contact policy's offer limits would otherwise hold back the offers of
     customers the earlier tests of this module decided for."""
-    service.flow.decision_log.flush()
+    service.flush_log()
     keys = list(service.client.scan_iter(KEYS.contacts("*"), count=1000))
     if keys:
         service.client.delete(*keys)
@@ -125,7 +125,7 @@ def test_publish_and_rollback_under_load_lose_no_call_and_never_mix_models(
 
     # Every decision is replayed from its logged inputs with the model it names: each candidate's logged
     # probability is that model's, to the last bit, so no decision mixed two models.
-    publishing_service.flow.decision_log.flush()
+    publishing_service.flush_log()
     schema = FeatureSchema.load()
     scorers = {
         "v-small": LightGBMScorer(registry.resolve("v-small"), schema),

@@ -16,8 +16,7 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
-from tests.conftest import service_settings
-from tests.integration.test_bad_input_and_faults import overall_health
+from tests.helpers import overall_health, service_settings
 from training.population import generate_population
 
 KEYS = KeyLayout()
@@ -69,7 +68,7 @@ def test_an_embedded_redis_filled_by_decisions_loses_nothing_acknowledged(demo_m
         assert overall_health(channel, health_pb2.HealthCheckResponse.SERVING) == health_pb2.HealthCheckResponse.SERVING
         time.sleep(0.2)  # past redis_retry_after_ms
         stub.Decide(pb.DecideRequest(customer_id="cust-000001", touchpoint=pb.WEB), timeout=5)
-        service.flow.decision_log.flush()
+        service.flush_log()
         logged = {entry["decision_id"] for _, entry in client.xrange(KEYS.decisions_stream)}
         outcomes = {entry_id for entry_id, _ in client.xrange(KEYS.outcomes_stream)}  # an outcome's id is its entry's
         client.close()

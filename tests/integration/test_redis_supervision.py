@@ -20,8 +20,7 @@ from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore
-from tests.conftest import service_settings
-from tests.integration.test_workers import client_info_pid, decide, gone, parent_of, serve_workers, stop
+from tests.helpers import client_info_pid, decide, gone, parent_of, serve_workers, service_settings, stop
 from training.population import generate_population
 
 KEYS = KeyLayout()
@@ -81,7 +80,7 @@ def test_a_killed_embedded_redis_is_restarted_and_health_follows_it(demo_model_d
         stub = pb_grpc.DecisionServiceStub(channel)
         before = not_degraded(stub, "demo-italian")
         assert not before.degraded, before.degraded_reason
-        service.flow.decision_log.flush()
+        service.flush_log()
         receipt = stub.RecordOutcome(
             pb.RecordOutcomeRequest(
                 decision_id=before.decision_id, action_id=before.actions[0].action_id, outcome=pb.ACCEPTED

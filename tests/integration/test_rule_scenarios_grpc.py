@@ -13,13 +13,14 @@ from decision.app import Service
 from decision.decision_log import unpack
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
-from decision.scenarios import Scenario, compare, load_scenarios
+from decision.scenarios import DEFAULT_SCENARIO_DIR, Scenario, compare, load_scenarios
 from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
+from tests.helpers import SCHEMA
 
 KEYS = KeyLayout()
 
-SCENARIOS = load_scenarios()
+SCENARIOS = load_scenarios(DEFAULT_SCENARIO_DIR, SCHEMA)
 
 
 def summarise_reply(reply: pb.DecideResponse, candidates: list[str]) -> dict:

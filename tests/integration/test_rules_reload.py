@@ -18,7 +18,7 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_server import RedisServer
 from rules.engine import DEFAULT_POLICY_DIR
-from tests.conftest import service_settings
+from tests.helpers import service_settings
 
 MESSAGES = DEFAULT_POLICY_DIR.parent / "messages.yaml"
 # A new rule: lounge passes for frequent flyers, said with a reason that exists in every language.

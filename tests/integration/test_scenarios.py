@@ -16,7 +16,7 @@ from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
-from tests.conftest import forget_offers
+from tests.helpers import forget_offers, fresh_flight
 
 KEYS = KeyLayout()
 
@@ -28,12 +28,6 @@ def decide(stub: pb_grpc.DecisionServiceStub, customer: str, touchpoint: int, **
         customer_id=customer, touchpoint=touchpoint, context=context, request_id=uuid.uuid4().hex
     )
     return stub.Decide(request, timeout=5)
-
-
-def fresh_flight() -> str:
-    """Each test uses its own flight, so upgrade seats taken by one test never affect another."""
-    n = uuid.uuid4().int
-    return f"{chr(65 + n % 26)}{chr(65 + n // 26 % 26)}{n // 676 % 10_000:04d}"
 
 
 def stream_entry(client: redis.Redis, stream: str, decision_id: str) -> dict[str, str]:

@@ -10,43 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from features.contact_history import window_count
 from features.redis_keys import KeyLayout
 from features.redis_store import RedisOnlineStore
-from tests.conftest import forget_offers
-from tests.integration.test_scenarios import fresh_flight
-from tests.integration.test_workers import a_spooled_decision, logged
+from tests.helpers import a_spooled_decision, forget_offers, fresh_flight, logged, recovery_passengers
 
 KEYS = KeyLayout()
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
-
-
-def recovery_passengers(service: Service, count: int) -> list[str]:
-    """Passengers who each qualify for a service-recovery upgrade."""
-    store = service.flow.store
-    assert isinstance(store, RedisOnlineStore)
-    now = time.time()
-    ids = [f"ife-{uuid.uuid4().hex[:10]}" for _ in range(count)]
-    store.write_profiles(
-        [
-            {
-                "customer_id": c,
-                "domain": "airline",
-                "tier": "gold",
-                "predicted_ltv": "15000",
-                "last_incident_type": "ife_broken",
-                "last_incident": repr(now - 5 * 86_400),
-                "last_incident_flight": "AZ611",
-                "last_incident_long_haul": "1",
-            }
-            for c in ids
-        ],
-        written_at=now,
-    )
-    return ids
 
 
 def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_one_seat(stub, redis_client):

@@ -29,7 +29,7 @@ from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from tests.conftest import service_settings
+from tests.helpers import service_settings
 
 SLOW_CLIENTS = 1_100
 # One byte of a promised 100-byte body, then nothing.

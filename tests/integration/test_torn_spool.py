@@ -25,8 +25,7 @@ from decision.pb import decision_pb2 as pb
 from features.redis_client import connect
 from features.redis_keys import KeyLayout
 from features.redis_store import RedisStoreConfig
-from tests.conftest import service_settings
-from tests.integration.test_workers import a_spooled_decision, logged
+from tests.helpers import a_spooled_decision, logged, service_settings
 
 KEYS = KeyLayout()
 
@@ -92,7 +91,7 @@ def test_a_committed_decision_is_answered_whatever_the_spool_holds(stub, service
         timeout=5,
     )
     assert reply.actions[0].action_id == "upgrade_first_class" and not reply.degraded
-    service.flow.decision_log.flush()  # the commit starts the replay, off the request's thread
+    service.flush_log()  # the commit starts the replay, off the request's thread
     assert logged(redis_client, f"spooled-{spooled}")
     assert spool.read_bytes() == b""
     assert TORN in spool.with_name(spool.name + ".rejected").read_bytes()

@@ -5,124 +5,39 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import orjson
 import pytest
 import redis
 from pydantic import ValidationError
 
 from decision.app import Service
-from decision.decision_log import unpack
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
 from features.redis_keys import KeyLayout
-from tests.conftest import service_settings
+from tests.helpers import (
+    Served,
+    a_spooled_decision,
+    client_info_pid,
+    decide,
+    gone,
+    logged,
+    parent_of,
+    serve_workers,
+    service_settings,
+    stop,
+)
 
 KEYS = KeyLayout()
 
 ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 120.0  # two cores shared with everything else: starting a process may be slow
-
-
-@dataclass
-class Served:
-    """A running ``nba serve --workers N`` and what it announced."""
-
-    process: subprocess.Popen[str]
-    target: str
-    pids: list[int]
-    redis_url: str
-    http_url: str
-    log: queue.Queue[str] = field(default_factory=queue.Queue)
-
-    def wait_for_log(self, pattern: str, timeout_s: float = START_TIMEOUT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.log.get(timeout=0.5)
-            except queue.Empty:
-                assert self.process.poll() is None, "the supervisor exited"
-                continue
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"no log line matching {pattern!r}")
-
-
-def serve_workers(workers: int, redis_url: str, model_dir: Path, data_dir: Path) -> Served:
-    env = {
-        **os.environ,
-        "NBA_REDIS_URL": redis_url,
-        "NBA_MODEL_DIR": str(model_dir),
-        "NBA_DATA_DIR": str(data_dir),
-        "NBA_PORT": "0",
-        "NBA_HTTP_PORT": "0",
-        "NBA_RULES_RELOAD_S": "0",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "decision.cli", "serve", "--workers", str(workers)],
-        env=env,
-        cwd=data_dir.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    stderr, stdout = process.stderr, process.stdout
-    assert stderr is not None and stdout is not None
-    threading.Thread(target=lambda: [lines.put(line) for line in stderr], daemon=True).start()
-    announced = stdout.readline()
-    teller = stdout.readline()
-    found = re.match(r"serving on (\S+) with \d+ processes, pids ([\d, ]+) \(Redis (\S+)\)", announced)
-    assert found, f"not serving: {announced!r}"
-    http = re.search(r"HTTP/JSON API: (\S+)/v1/", teller)
-    assert http, teller
-    pids = [int(pid) for pid in found.group(2).split(", ")]
-    return Served(process, found.group(1), pids, found.group(3), http.group(1), lines)
-
-
-def stop(served: Served) -> None:
-    if served.process.poll() is None:
-        served.process.send_signal(signal.SIGTERM)
-        served.process.wait(timeout=60)
-
-
-def gone(pid: int, timeout_s: float = 30.0) -> bool:
-    """True once no process ``pid`` is left (a zombie counts as gone: it runs nothing)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):  # the second: reaped between the open and the read
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def decide(target: str, customer: str = "demo-italian") -> pb.DecideReply:
-    with grpc.insecure_channel(target) as channel:
-        # wait_for_ready: a connection the kernel gave to a process just killed is retried on another one
-        return pb_grpc.DecisionServiceStub(channel).Decide(
-            pb.DecideRequest(customer_id=customer, touchpoint=pb.IVR), timeout=30, wait_for_ready=True
-        )
 
 
 @pytest.fixture()
@@ -160,24 +75,6 @@ def test_two_processes_serve_one_port_and_each_is_restarted_when_killed(two_work
     assert all(gone(pid) for pid in [*served.pids, *successors])
 
 
-def a_spooled_decision(stub, redis_client, decision_id: str) -> bytes:
-    """A spool line as a server process writes it while Redis is down, made from a real logged decision."""
-    stub.Decide(pb.DecideRequest(customer_id="demo-italian", touchpoint=pb.IVR, request_id=decision_id), timeout=5)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for _, entry in redis_client.xrevrange(KEYS.decisions_stream, count=50):
-            if entry["request_id"] == decision_id:
-                decision = orjson.loads(unpack(entry["decision"]))
-                decision["decision_id"] = f"spooled-{decision_id}"
-                return orjson.dumps({"decision": decision, "inputs": orjson.loads(unpack(entry["inputs"]))})
-        time.sleep(0.1)
-    raise AssertionError("the decision was not logged")
-
-
-def logged(client: redis.Redis, decision_id: str) -> bool:
-    return any(e["decision_id"] == decision_id for _, e in client.xrange(KEYS.decisions_stream))
-
-
 def test_the_supervisor_starts_redis_replays_earlier_spools_and_stops_everything(
     stub, redis_client, demo_model_dir, tmp_path
 ):
@@ -199,14 +96,6 @@ def test_the_supervisor_starts_redis_replays_earlier_spools_and_stops_everything
         stop(served)
     assert served.process.returncode == 0
     assert all(gone(pid) for pid in [*served.pids, redis_pid])
-
-
-def client_info_pid(url: str) -> str:
-    client = redis.Redis.from_url(url, decode_responses=True)
-    try:
-        return str(client.info("server")["process_id"])
-    finally:
-        client.close()
 
 
 def test_one_process_replays_the_spools_of_an_earlier_run_with_several(
@@ -248,7 +137,7 @@ def test_a_server_process_replays_its_own_spool_and_no_other(
             pb_grpc.DecisionServiceStub(channel).Decide(
                 pb.DecideRequest(customer_id="cust-000001", touchpoint=pb.WEB), timeout=10
             )
-        worker.flow.decision_log.flush()  # its first write to the log replays its spool
+        worker.flush_log()  # its first write to the log replays its spool
         assert logged(redis_client, "spooled-own-1")
     assert not logged(redis_client, "spooled-other-0")
     assert (data / "decision-spool-0.jsonl").read_bytes() == others  # process 0's, for process 0

@@ -522,3 +522,29 @@ def test_rules_reading_more_fields_than_durable_takes_are_refused(tmp_path: Path
     )
     with pytest.raises(RuleFileError, match="the rules read 70 different fields; durable-rules takes at most 62"):
         RulesEngine(tmp_path, ACTIONS, SCHEMA)
+
+
+def test_an_engine_collected_inside_an_evaluation_does_not_deadlock_it() -> None:
+    """A replaced engine in a reference cycle is freed by the garbage collector wherever it runs, also inside
+    another engine's durable calls (which hold the durable lock): its rulesets are deleted later, not there."""
+    import gc
+
+    from rules import engine as engine_module
+
+    gc.disable()
+    try:
+        gone = RulesEngine(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA)
+        gone.cycle = [gone]
+        del gone
+        collected = threading.Event()
+
+        def collect_inside_the_lock() -> None:
+            with engine_module._DURABLE_LOCK:  # as the GC may, at any allocation of an evaluation
+                gc.collect()
+            collected.set()
+
+        threading.Thread(target=collect_inside_the_lock, daemon=True).start()
+        assert collected.wait(10), "the engine's finalizer waited for the lock its own thread held"
+    finally:
+        gc.enable()
+    assert RulesEngine(DEFAULT_POLICY_DIR, ACTIONS, SCHEMA).evaluate({"domain": "airline"}).fired

@@ -34,7 +34,9 @@ def fresh():
     """Customers the model never saw, each shown every action, with the ground truth of each response."""
     schema, catalogue = FeatureSchema.load(), Catalogue.load()
     population = generate_population(3000, seed=1234, now=FRESH_NOW)
-    log = simulate_responses(population, len(catalogue.action_ids), seed=99, now=FRESH_NOW)
+    log = simulate_responses(
+        population, len(catalogue.action_ids), seed=99, now=FRESH_NOW, schema=schema, catalogue=catalogue
+    )
     rows = model_rows(population, log, FRESH_NOW, schema, catalogue)
     labels = np.array([entry["accepted"] for entry in log])
     truth = np.array([entry["true_probability"] for entry in log])

@@ -20,7 +20,7 @@ DEMO = LogColumns(action="action", outcome="accepted", propensity="propensity")
 
 @pytest.fixture(scope="module")
 def demo_table() -> pa.Table:
-    return simulate_decision_log(300, 1, seed=3)
+    return simulate_decision_log(300, 1, seed=3, schema=FeatureSchema.load(), catalogue=Catalogue.load())
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from training.log_import import read_table, schema_values, write_table
 from training.population import generate_population
 from training.report import PLOTS
 
+SCHEMA, CATALOGUE = FeatureSchema.load(), Catalogue.load()
 CUSTOMERS = 10_000  # 20,000 decisions: enough for the model to find the ground truth again
 
 
@@ -48,7 +49,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def demo_log(workdir: Path) -> Path:
-    return write_table(simulate_decision_log(CUSTOMERS, 2, seed=11), workdir / "log.csv")
+    return write_table(
+        simulate_decision_log(CUSTOMERS, 2, seed=11, schema=SCHEMA, catalogue=CATALOGUE), workdir / "log.csv"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_the_trained_artifact_is_served_by_the_services_scorer_with_the_same_pre
     schema = FeatureSchema.load()
     scorer = LightGBMScorer(trained.directory, schema)
     assert scorer.version == trained.version
-    artifact = ModelArtifact.load(trained.directory)
+    artifact = ModelArtifact.load(trained.directory, schema)
     table = read_table(demo_log).slice(0, 25)
     offline = artifact.predict(loop.load_log(demo_log, "action", "accepted").features[:25], artifact.actions)
     for i, values in enumerate(schema_values(table, schema)):
@@ -195,7 +198,7 @@ def test_scoring_a_population_decides_with_the_rules_at_a_touchpoint(capsys, wor
 
 
 def test_a_log_without_propensities_says_its_estimates_cannot_be_trusted(capsys, workdir):
-    table = simulate_decision_log(1500, 1, seed=4).drop_columns(["propensity"])
+    table = simulate_decision_log(1500, 1, seed=4, schema=SCHEMA, catalogue=CATALOGUE).drop_columns(["propensity"])
     path = write_table(table, workdir / "no-propensity.parquet")
     registry = workdir / "untrusted-registry"
     lines = run(capsys, "train", "--log", str(path), "--action-column", "action", "--outcome-column", "accepted",

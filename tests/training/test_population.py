@@ -173,7 +173,7 @@ def test_in_domain_base_rates_are_between_2_and_30_percent_except_the_upgrade(po
 def test_simulated_history_logs_uniform_propensities_and_plausible_outcomes(schema):
     population = generate_population(2000, seed=5, now=NOW)
     catalogue = Catalogue.load()
-    log = simulate_responses(population, actions_per_customer=4, seed=1, now=NOW)
+    log = simulate_responses(population, actions_per_customer=4, seed=1, now=NOW, schema=schema, catalogue=catalogue)
     assert len(log) == 4 * len(population)
     assert {entry["propensity"] for entry in log} == {4 / len(catalogue.action_ids)}
     per_customer = collections.defaultdict(list)
@@ -186,4 +186,6 @@ def test_simulated_history_logs_uniform_propensities_and_plausible_outcomes(sche
     accepted = np.array([entry["accepted"] for entry in log])
     truth = np.array([entry["true_probability"] for entry in log])
     assert abs(accepted.mean() - truth.mean()) < 0.02
-    assert log == simulate_responses(population, actions_per_customer=4, seed=1, now=NOW)
+    assert log == simulate_responses(
+        population, actions_per_customer=4, seed=1, now=NOW, schema=schema, catalogue=catalogue
+    )

@@ -13,7 +13,7 @@ from decision.cli import main
 from decision.pb import decision_pb2 as pb
 from features.redis_server import RedisServer
 from features.schema import FeatureSchema
-from tests.integration.test_scenarios import fresh_flight
+from tests.helpers import fresh_flight
 from training.log_import import LogColumns, import_log, read_table
 from training.stream_export import export_decision_log
 
@@ -58,7 +58,7 @@ def rows_of(table: pa.Table, decision_id: str) -> list[dict]:
 
 
 def test_each_offered_action_is_a_row_with_its_outcome_and_the_features_as_decided(decided, redis_client, service):
-    service.flow.decision_log.flush()  # decisions without side effects are logged a moment later
+    service.flush_log()  # decisions without side effects are logged a moment later
     table = export_decision_log(redis_client)
     gold = rows_of(table, decided["gold"].decision_id)
     assert [r["action"] for r in gold] == [a.action_id for a in decided["gold"].actions]
@@ -89,7 +89,7 @@ def test_each_offered_action_is_a_row_with_its_outcome_and_the_features_as_decid
 
 
 def test_chosen_only_keeps_each_decisions_first_action_with_its_propensity(since_ms, decided, redis_client, service):
-    service.flow.decision_log.flush()
+    service.flush_log()
     table = export_decision_log(redis_client, chosen_only=True, since_ms=since_ms)
     for decision in decided.values():
         rows = rows_of(table, decision.decision_id)

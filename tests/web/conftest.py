@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -13,9 +12,6 @@ import pytest
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "teller"
-"""Screenshots of each state the tests reach (ignored by git; CI keeps them as artifacts)."""
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -72,10 +68,3 @@ def open_teller(browser: Browser) -> Iterator[Callable[[str], Page]]:
         context.close()
     assert not outside, f"the page reached outside this machine: {outside}"
     assert not errors, f"script errors on the page: {errors}"
-
-
-def screenshot(page: Page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

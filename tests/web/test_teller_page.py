@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
 import redis
 
 from decision.app import Service
 from decision.pb import decision_pb2 as pb
 from features.redis_keys import KeyLayout
-from tests.web.conftest import screenshot
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 KEYS = KeyLayout()
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "teller"
+"""Screenshots of each state the tests reach (ignored by git; CI keeps them as artifacts)."""
 
 # Each test a new visit: the contact policy's offer limits do not carry over from one test to the next.
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
@@ -22,6 +30,13 @@ BANK_CUSTOMER = "demo-bank-open-issue"
 def teller(open_teller, service: Service):
     assert service.http is not None
     return open_teller(service.http.url)
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 def look_up(page, customer_id: str) -> None:

@@ -1,0 +1,103 @@
+"""The narrator: the explanation follows the model's reasons for this customer, and which customer features its
+texts are built from is the messages file's to say, not the code's."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from decision.decision_log import MemoryDecisionLog
+from decision.domain import Decision, DecisionRequest, Touchpoint
+from decision.explanation import Narrator, NarratorError
+from decision.flow import DecisionFlow, FlowLimits
+from decision.settings import Settings
+from decision.strategy import Strategy
+from features.memory_store import MemoryOnlineStore
+from tests.helpers import SCHEMA, strategy_from
+
+NOW = time.time()
+MESSAGES = Settings(_env_file=None).messages_path
+BANK_CUSTOMER = {"domain": "bank", "tier": "gold", "tenure_years": "8", "churn_risk": "0.1", "predicted_ltv": "3000"}
+
+
+@pytest.fixture(scope="module")
+def strategy(demo_model_dir: Path) -> Strategy:
+    return strategy_from(demo_model_dir, Settings(_env_file=None).policy_dir)
+
+
+def decided_for(strategy: Strategy, profile: dict[str, str]) -> Decision:
+    """The decision for one customer with ``profile``, at the contact centre (an agent reads the reasons)."""
+    store = MemoryOnlineStore()
+    store.write_profiles([{"customer_id": "c1", **profile}], NOW)
+    flow = DecisionFlow(
+        store=store,
+        schema=SCHEMA,
+        strategy=strategy,
+        decision_log=MemoryDecisionLog(),
+        limits=FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3),
+        clock=lambda: NOW,
+    )
+    return flow.decide(DecisionRequest("c1", Touchpoint.CONTACT_CENTER, {}, "r1", 20))
+
+
+def test_the_explanation_names_the_top_feature_and_changes_with_its_value(strategy: Strategy):
+    wealthy = decided_for(strategy, {**BANK_CUSTOMER, "balance": "80000"})
+    top = wealthy.explanation.top_features[0]
+    assert top.feature == "balance" and top.value == "80000.0"
+    assert f"given {top.label}," in wealthy.explanation.text  # the model's first reason, named first
+    without = decided_for(strategy, {**BANK_CUSTOMER, "balance": "0"})
+    assert without.explanation.top_features[0].feature != "balance"
+    assert without.explanation.text != wealthy.explanation.text
+    assert f"given {top.label}," not in without.explanation.text
+
+
+def messages_with(tmp_path: Path, change) -> Path:
+    """A copy of the shipped messages file with ``change`` applied to its parsed document."""
+    document = yaml.safe_load(MESSAGES.read_text(encoding="utf-8"))
+    change(document)
+    path = tmp_path / "messages.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_the_features_a_deployment_names_in_the_messages_file_fill_the_narrators_placeholders(tmp_path: Path):
+    def rename(document: dict) -> None:
+        document["features"]["given_name"] = "title"
+        document["features"]["placeholders"]["problem"] = "last_complaint_topic"
+
+    shipped, renamed = Narrator(MESSAGES, SCHEMA), Narrator(messages_with(tmp_path, rename), SCHEMA)
+    values = SCHEMA.parse({"first_name": "Anna", "title": "Ms", "last_complaint_topic": "the meal"}, NOW)
+    before = shipped.template_values(values, {}, "en", Touchpoint.CHECKIN_AGENT)
+    after = renamed.template_values(values, {}, "en", Touchpoint.CHECKIN_AGENT)
+    assert (before["greeting_name"], before["problem"]) == ("Anna", "")
+    assert (after["greeting_name"], after["problem"]) == ("Ms", "the meal")
+
+
+def test_a_features_section_without_a_name_for_each_part_is_refused_naming_file_and_entry(tmp_path: Path):
+    def forget(document: dict) -> None:
+        del document["features"]["family_name"]
+        document["features"]["placeholders"]["problem"] = ["open_problem"]
+
+    with pytest.raises(NarratorError, match=r"messages.yaml: features: .*not a name: family_name, placeholders"):
+        Narrator(messages_with(tmp_path, forget), SCHEMA)
+
+
+def test_a_feature_this_deployments_schema_does_not_have_shows_as_nothing(tmp_path: Path):
+    def rename(document: dict) -> None:
+        document["features"]["placeholders"]["problem"] = "ticket_summary"
+        document["continuity"]["ticket"] = document["continuity_customer"]["ticket"] = {"en": "Ticket: {problem}."}
+
+    narrator = Narrator(messages_with(tmp_path, rename), SCHEMA)
+    values = SCHEMA.parse({"open_problem": "card blocked"}, NOW)
+    assert narrator.template_values(values, {}, "en", Touchpoint.CHECKIN_AGENT)["problem"] == ""
+
+
+def test_a_continuity_kind_without_its_customer_facing_text_is_refused(tmp_path: Path):
+    def forget(document: dict) -> None:
+        del document["continuity_customer"]["pending_application"]
+
+    with pytest.raises(NarratorError, match="continuity_customer has no text for pending_application"):
+        Narrator(messages_with(tmp_path, forget), SCHEMA)
