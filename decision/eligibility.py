@@ -64,8 +64,12 @@ class Eligible:
     standby: dict[str, Action] = field(default_factory=dict)
 
     def drop(self, action_ids: set[str], reason_code: str, source: str) -> None:
-        """Remove actions that cannot be given after all (sold out); their fallbacks, if any, step in."""
+        """Remove actions that cannot be given after all (sold out); their fallbacks, if any, step in. A dropped
+        action leaves standby too: no fallback brings it back (two required actions naming each other as
+        ``otherwise`` would otherwise trade places for ever, and the flow's sold-out loop never end)."""
         self.actions = [a for a in self.actions if a.action_id not in action_ids]
+        for action_id in action_ids:
+            self.standby.pop(action_id, None)
         self.suppressed.extend(Suppression(a, reason_code, source) for a in sorted(action_ids))
         for action_id in sorted(action_ids & self.mandatory):
             self.mandatory.discard(action_id)

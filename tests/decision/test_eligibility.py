@@ -8,7 +8,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from decision.arbitration import Ranked, arbitrate
@@ -164,11 +163,6 @@ def test_a_sold_out_required_action_promotes_its_fallback_and_a_sold_out_fallbac
     assert held(result) == {"seat": "capacity_exhausted", "lounge": "capacity_exhausted"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an action dropped as sold out stays on standby: two required actions that name each other as "
-    "'otherwise' bring each other back, and the flow's sold-out loop would not end (eligibility.py to fix)",
-)
 def test_a_sold_out_action_does_not_come_back_as_the_fallback_of_its_own_fallback(tmp_path: Path):
     then = [
         {"require": "seat", "otherwise": "lounge", "reason": "service_recovery"},
