@@ -136,6 +136,7 @@ class LogShipper:
         self.batch_entries = batch_entries
         self.every_s = every_s
         self.lag_warn_s = lag_warn_s
+        self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(client, self.keys.log_shipper_lease, self.owner, lease_s)
         self.streams = {
@@ -166,7 +167,8 @@ class LogShipper:
     def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Ship until ``stop`` is set; Redis or the log directory failing is logged and retried, never fatal."""
         failing = ""
-        poll_s = min(poll_s, self.every_s)
+        # Renewed a few times per lease: a pass that found nothing to ship still keeps it.
+        poll_s = min(poll_s, self.every_s, self.lease_s / 4)
         while not stop.is_set():
             try:
                 if self.ship() is None and failing != "lease":
@@ -200,7 +202,10 @@ class LogShipper:
             if removed:
                 log.info("log shipper: removed %d unfinished %s file(s); their entries ship again", removed, kind)
             watermark = self.directory.watermark(kind)
-            state = StreamState(**{**previous.get(kind, {}), "watermark": str(watermark) if watermark else None})
+            carried = previous.get(kind, {})
+            if carried.pop("watermark", None) != (str(watermark) if watermark else None):
+                carried.pop("next", None)  # seen after another watermark: says nothing of entries lost after this one
+            state = StreamState(**carried, watermark=str(watermark) if watermark else None)
             self.state[kind] = state
             if watermark is not None:
                 self.client.xtrim(self.streams[kind], minid=str(watermark.following()), approximate=False)
@@ -316,12 +321,14 @@ class LogShipper:
         state.lagging = lagging
 
     def _read_status(self) -> dict[str, dict[str, Any]]:
-        """The previous holder's counters (shipped, lost), carried on; the watermarks come from the files."""
+        """The previous holder's counters (shipped, lost) and the first entry it saw after its watermark, carried
+        on; the watermarks themselves come from the files."""
         raw = self.client.get(self.keys.log_shipper)
         if not raw:
             return {}
         streams = orjson.loads(raw).get("streams", {})  # type: ignore[arg-type]
-        return {k: {"shipped_total": v.get("shipped_total", 0), "lost": v.get("lost", 0)} for k, v in streams.items()}
+        kept = ("shipped_total", "lost", "next", "watermark")
+        return {kind: {k: v[k] for k in kept if k in v} for kind, v in streams.items()}
 
     def _stage(self, name: str) -> None:
         if self._exit_at == name:
