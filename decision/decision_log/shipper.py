@@ -189,6 +189,10 @@ class LogShipper:
                     log.warning("log shipper: Redis unavailable (%s); retrying", exc)
                     failing = "redis"
                 self._prepared = False  # the lease may lapse meanwhile: find the watermark again
+            except Exception:  # an entry it cannot write, say: never skipped, retried, and said each time
+                log.exception("log shipper: the batch was not shipped; retrying in 5 s")
+                self._prepared = False
+                stop.wait(5.0)
             stop.wait(poll_s)
         self.lease.release()
 
@@ -390,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parent_pid is not None:
         die_with_parent(args.parent_pid)
+        # Ctrl-C reaches the whole process group: the server alone decides when its shipper stops (SIGTERM).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return run_shipper(Settings(), args.redis_url, args.log_dir, once=args.once)
 
 
@@ -408,8 +414,9 @@ def run_shipper(settings: Any, redis_url: str, log_dir: str | None = None, *, on
         if once:
             return _ship_once(shipper)
         stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
         log.info("log shipper %s: shipping to %s", shipper.owner, shipper.directory.url)
         shipper.run(stop)
         return 0

@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from decision.decision_log.shipped_files import COLUMNS, DECISIONS, LogDirectory
+from decision.decision_log.shipped_files import COLUMNS, DECISIONS, LogDirectory, StreamId
 from decision.decision_log.shipper import EXIT_AT_ENV, EXIT_CODE
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
@@ -130,7 +130,8 @@ def test_ships_every_entry_once_partitioned_and_compressed_and_trims_redis(clien
     decisions = ds.dataset(tmp_path / "log" / "decisions", partitioning="hive").to_table()
     assert sorted(decisions.column("decision_id").to_pylist()) == sorted(ids)  # each once
     assert decisions.column_names == [name for name, _ in COLUMNS[DECISIONS]] + ["date"]
-    assert set(decisions.column("date").to_pylist()) == {time.strftime("%Y-%m-%d", time.gmtime())}
+    days = [StreamId.parse(stream_id).day for stream_id in decisions.column("stream_id").to_pylist()]
+    assert decisions.column("date").to_pylist() == days  # partitioned by the UTC day of the entry
     files = LogDirectory(tmp_path / "log").files(DECISIONS)
     assert len(files) == 4  # batches of 40
     assert all(pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD" for _, _, path in files)
@@ -215,7 +216,6 @@ def test_redis_killed_while_shipping_everything_it_acknowledged_is_shipped_once(
     log_dir = tmp_path / "log"
     acknowledged: list[str] = []
     stop = threading.Event()
-
     # No retries: a pipeline re-sent after a lost connection would add its entries twice, under new ids.
     writer_client = redis.Redis.from_url(own_redis.url, decode_responses=True, retry=Retry(NoBackoff(), 0))
 
@@ -225,31 +225,55 @@ def test_redis_killed_while_shipping_everything_it_acknowledged_is_shipped_once(
                 acknowledged.extend(add_decisions(writer_client, 5))
             except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
                 time.sleep(0.01)  # not acknowledged: not counted
+            time.sleep(0.002)
 
-    process = subprocess.Popen(
-        shipper(own_redis.url, log_dir), env=shipper_env(NBA_LOG_LEASE_S="30"), stderr=subprocess.PIPE, text=True
-    )
+    errors = tmp_path / "shipper.err"
+    with errors.open("w") as err:
+        process = subprocess.Popen(
+            shipper(own_redis.url, log_dir),
+            env=shipper_env(NBA_LOG_LEASE_S="30", NBA_LOG_BATCH_ENTRIES="200"),
+            stderr=err,
+        )
     writer = threading.Thread(target=load)
     writer.start()
     try:
         for _ in range(3):
-            wait_for(lambda: len(shipped_ids(log_dir)) > len(acknowledged) // 2, what="shipping under load")
+            before = _shipped_total(client)
+            wait_for(
+                lambda b=before: _shipped_total(client) >= b + 200, what=f"shipping under load: {errors.read_text()}"
+            )
             old_pid = own_redis.pid
             assert old_pid is not None
             os.kill(old_pid, signal.SIGKILL)
             wait_for(lambda old=old_pid: own_redis.pid not in (None, old), what="Redis restarted")
         stop.set()
         writer.join()
-        expected = set(acknowledged)
-        wait_for(lambda: expected <= set(shipped_ids(log_dir)), what="every acknowledged entry shipped")
+        wait_for(lambda: _unshipped(client) == 0, what=f"all shipped: {errors.read_text()[-3000:]}")
     finally:
         stop.set()
         writer.join()
         process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=60)
+        process.wait(timeout=60)
     shipped = shipped_ids(log_dir)
     assert len(shipped) == len(set(shipped)), "an entry was shipped twice"
-    assert "Redis unavailable" in errors  # it saw Redis go, and kept going
+    assert set(acknowledged) <= set(shipped), f"{len(set(acknowledged) - set(shipped))} acknowledged, not shipped"
+    assert "Redis unavailable" in errors.read_text()  # it saw Redis go, and kept going
+
+
+def _unshipped(client: redis.Redis) -> int | None:
+    """Entries left in the decisions stream; None while Redis restarts."""
+    try:
+        return int(client.xlen(KEYS.decisions_stream))
+    except (redis.ConnectionError, redis.BusyLoadingError):
+        return None
+
+
+def _shipped_total(client: redis.Redis) -> int:
+    try:
+        raw = client.get(KEYS.log_shipper)
+    except (redis.ConnectionError, redis.BusyLoadingError):
+        return 0
+    return orjson.loads(raw)["streams"][DECISIONS]["shipped_total"] if raw else 0
 
 
 def test_of_two_shippers_one_ships(client, own_redis, tmp_path):
@@ -309,3 +333,25 @@ def _next_seen(client: redis.Redis) -> str | None:
     """The first entry after the watermark, as the shipper last saw it (its status)."""
     raw = client.get(KEYS.log_shipper)
     return orjson.loads(raw)["streams"][DECISIONS]["next"] if raw else None
+
+
+def test_a_batch_across_midnight_is_a_file_per_day_and_none_is_renamed_before_all_are_written(tmp_path):
+    midnight_ms = 1_796_342_400_000  # 2026-12-04 00:00:00 UTC
+    entries = [(StreamId(midnight_ms + offset, 0), decision_entry(f"d{offset}")) for offset in (-2, -1, 0, 1)]
+    directory = LogDirectory(tmp_path / "log")
+
+    def killed_before_rename() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        directory.write(DECISIONS, entries, before_rename=killed_before_rename)
+    assert directory.files(DECISIONS) == [] and directory.remove_temporaries(DECISIONS) == 2
+
+    directory.write(DECISIONS, entries)
+    files = directory.files(DECISIONS)
+    assert [(str(first), str(last)) for first, last, _ in files] == [
+        (f"{midnight_ms - 2}-0", f"{midnight_ms - 1}-0"),
+        (f"{midnight_ms}-0", f"{midnight_ms + 1}-0"),
+    ]
+    assert ["date=2026-12-03" in files[0][2], "date=2026-12-04" in files[1][2]] == [True, True]
+    assert directory.watermark(DECISIONS) == StreamId(midnight_ms + 1, 0)
