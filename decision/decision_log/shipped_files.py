@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -173,7 +173,7 @@ class LogDirectory:
             self.fs.delete_file(path)
         return len(left)
 
-    def write(self, kind: str, entries: Sequence[Entry], before_rename: Any = None) -> list[str]:
+    def write(self, kind: str, entries: Sequence[Entry], before_rename: Callable[[], None] | None = None) -> list[str]:
         """Write a batch (entries in id order) as one file per UTC day, each renamed into place in id order;
         ``before_rename()``, when given, runs once every file is written and none renamed. Returns the paths."""
         staged = []
