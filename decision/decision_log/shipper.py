@@ -79,6 +79,27 @@ return 0
 """
 
 
+class StopFlag:
+    """What a signal handler sets to stop the shipper: a plain flag, polled. A ``threading.Event`` set from a
+    handler can deadlock on the lock its own ``wait`` holds in the interrupted main thread (a full test run once
+    left a shipper that SIGTERM no longer stopped)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def wait(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.stopped and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return self.stopped
+
+
 class LeaseLost(RuntimeError):
     """Another shipper holds the lease: this one ships nothing until it lapses."""
 
@@ -164,12 +185,17 @@ class LogShipper:
             self._publish_status()
         return shipped
 
-    def run(self, stop: threading.Event, poll_s: float = 1.0) -> None:
-        """Ship until ``stop`` is set; Redis or the log directory failing is logged and retried, never fatal."""
+    def run(self, stop: StopFlag | threading.Event, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
+        """Ship until ``stop`` is set (or ``parent_pid`` is no longer this process's parent); Redis or the log
+        directory failing is logged and retried, never fatal."""
         failing = ""
         # Renewed a few times per lease: a pass that found nothing to ship still keeps it.
         poll_s = min(poll_s, self.every_s, self.lease_s / 4)
         while not stop.is_set():
+            # Besides the parent-death signal: a full test run once left a shipper behind its killed server.
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("log shipper: its server (pid %d) is gone, stopping", parent_pid)
+                break
             try:
                 if self.ship() is None and failing != "lease":
                     log.info("log shipper: %s holds the lease; waiting to take over", self.lease.holder())
@@ -396,10 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent(args.parent_pid)
         # Ctrl-C reaches the whole process group: the server alone decides when its shipper stops (SIGTERM).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return run_shipper(Settings(), args.redis_url, args.log_dir, once=args.once)
+    return run_shipper(Settings(), args.redis_url, args.log_dir, once=args.once, parent_pid=args.parent_pid)
 
 
-def run_shipper(settings: Any, redis_url: str, log_dir: str | None = None, *, once: bool = False) -> int:
+def run_shipper(
+    settings: Any, redis_url: str, log_dir: str | None = None, *, once: bool = False, parent_pid: int | None = None
+) -> int:
     """Ship with ``settings`` (the ``NBA_LOG_*`` ones) until SIGTERM or SIGINT, or one pass with ``once``."""
     client = redis.Redis.from_url(redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
     try:
@@ -413,12 +441,12 @@ def run_shipper(settings: Any, redis_url: str, log_dir: str | None = None, *, on
         )
         if once:
             return _ship_once(shipper)
-        stop = threading.Event()
+        stop = StopFlag()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, lambda *_: stop.set())
         log.info("log shipper %s: shipping to %s", shipper.owner, shipper.directory.url)
-        shipper.run(stop)
+        shipper.run(stop, parent_pid=parent_pid)
         return 0
     except LogDirectoryError as exc:
         print(f"nba ship-log: {exc}", file=sys.stderr)
