@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from pydantic import ValidationError
 
 from decision import validation
+from decision.decision_log.shipper_process import shipping_beside
 from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
@@ -89,7 +90,22 @@ def add_serving_commands(commands: Any) -> dict[str, Handler]:
     incident.add_argument("--type", required=True, help="ife_broken, seat_broken, delay, lost_bag, card_dispute")
     incident.add_argument("--flight", default="")
     incident.add_argument("--long-haul", action="store_true")
-    return {"serve": _serve, "decide": _decide, "outcome": _outcome, "load": _load, "incident": _incident}
+
+    ship = commands.add_parser("ship-log", help="move the decision log from Redis to Parquet files (the log shipper)")
+    ship.add_argument("--redis-url", default=None, help="default: NBA_REDIS_URL")
+    ship.add_argument("--log-dir", default=None, help="a directory or filesystem URL (default: NBA_LOG_DIR)")
+    how = ship.add_mutually_exclusive_group()
+    how.add_argument("--once", action="store_true", help="ship what is there, then exit")
+    how.add_argument("--status", action="store_true", help="show the shipper's state and lag, ship nothing")
+    ship.add_argument("--json", action="store_true", help="with --status: print the state as JSON")
+    return {
+        "serve": _serve,
+        "decide": _decide,
+        "outcome": _outcome,
+        "load": _load,
+        "incident": _incident,
+        "ship-log": _ship_log,
+    }
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -98,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings() if args.workers is None else Settings(workers=args.workers)
     if settings.workers > 1:
         return _serve_processes(settings)
-    with Service.start(settings) as service:
+    with Service.start(settings) as service, shipping_beside(settings, service.redis_url):
         print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
         if service.http is not None:
             print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
@@ -109,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_processes(settings: Settings) -> int:
     from decision.workers import Supervisor
 
-    with Supervisor(settings).start() as supervisor:
+    with Supervisor(settings).start() as supervisor, shipping_beside(settings, supervisor.redis_url):
         pids = ", ".join(str(pid) for pid in supervisor.pids)
         print(
             f"serving on {supervisor.target} with {settings.workers} processes, pids {pids} "
@@ -212,6 +228,26 @@ def _incident(args: argparse.Namespace) -> int:
         at=now,
     )
     print(f"incident {args.type} recorded for {args.customer}")
+    return 0
+
+
+def _ship_log(args: argparse.Namespace) -> int:
+    import redis
+
+    from decision.decision_log.shipper import read_status, run_shipper, status_text
+
+    settings = Settings()
+    redis_url = args.redis_url or settings.redis_url
+    if not redis_url:
+        raise InvalidArgument("--redis-url: required when NBA_REDIS_URL is empty (the embedded Redis's port varies)")
+    if not args.status:
+        return run_shipper(settings, redis_url, args.log_dir, once=args.once)
+    client = redis.Redis.from_url(redis_url, socket_timeout=5.0)
+    try:
+        status = read_status(client)
+    finally:
+        client.close()
+    print(json.dumps(status) if args.json else status_text(status))
     return 0
 
 

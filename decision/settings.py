@@ -132,6 +132,33 @@ class Settings(BaseSettings):
     explain_top_features: int = Field(3, ge=0, le=20)
     """How many model feature contributions an explanation names."""
 
+    log_shipper: bool = True
+    """Run the log shipper beside ``nba serve`` and ``nba demo``: a process of its own that moves the decisions,
+    outcomes and follow-ups streams from Redis to Parquet files under log_dir and trims what it shipped (false:
+    run ``nba ship-log`` yourself, as a sidecar or from cron, else the streams grow until the stream cap)."""
+
+    log_dir: str = ""
+    """Where the shipped log lives: a local directory or a filesystem URL pyarrow understands (``s3://bucket/path``,
+    ``gs://bucket/path``). Default: log under data_dir. Hosts that share a Redis must share this directory (a
+    bucket): one shipper ships at a time (a lease in Redis), and its files are the log of every host."""
+
+    log_batch_entries: int = Field(10_000, ge=1)
+    """Most stream entries in one shipped file; a batch this big ships at once."""
+
+    log_ship_every_s: float = Field(60.0, gt=0)
+    """A smaller batch ships once its oldest entry is this old (seconds): at most this long in Redis alone."""
+
+    log_lag_warn_s: float = Field(600.0, gt=0)
+    """The shipper logs a warning while the oldest entry not shipped yet is older than this (seconds)."""
+
+    log_lease_s: float = Field(30.0, ge=1)
+    """How long the shipping lease lasts unless renewed (seconds): another shipper takes over this long after the
+    one shipping died. It must exceed the time to write one batch."""
+
+    @property
+    def log_root(self) -> str:
+        return self.log_dir or str(Path(self.data_dir) / "log")
+
     @property
     def registry_root(self) -> Path:
         return self.registry_dir if self.registry_dir is not None else Path(self.data_dir) / "registry"

@@ -18,7 +18,11 @@ Key layout (prefix "nba:" by default):
   capacity:{action_id}:{pool}       units left in a pool ({flight}:{YYYY-MM-DD}); created from the catalogue on
                                     first use, expires with the pool (CapacityClaim.expires_at)
   capacity-holders:{action_id}:{pool}   the customers holding one unit of the pool (a set); expires with it
-  log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from
+  log:decisions, log:outcomes, log:follow-ups   the streams data scientists retrain from; the log shipper moves
+                                    them to Parquet files and trims what it shipped
+  log-shipper                       the log shipper's state as JSON: per stream its watermark (last id shipped),
+                                    last shipped at, entries not shipped yet, age of the oldest of them
+  log-shipper:lease                 which shipper ships (SET NX PX, renewed): one at a time per Redis
   health:{host}:{pid}               a server process's short-lived health write (decision/health.py)
 
 A key name given ``*`` in place of an id is a pattern for SCAN and KEYS.
@@ -66,6 +70,14 @@ class KeyLayout:
     @property
     def follow_ups_stream(self) -> str:
         return f"{self.prefix}log:follow-ups"
+
+    @property
+    def log_shipper(self) -> str:
+        return f"{self.prefix}log-shipper"
+
+    @property
+    def log_shipper_lease(self) -> str:
+        return f"{self.prefix}log-shipper:lease"
 
     def health(self, host: str, pid: int) -> str:
         return f"{self.prefix}health:{host}:{pid}"

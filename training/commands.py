@@ -29,8 +29,9 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     demo.add_argument("--epsilon", type=float, default=0.3, help="exploration share of epsilon-greedy")
     demo.add_argument("--seed", type=int, default=7)
 
-    export = commands.add_parser("export-log", help="export the service's decision/outcome streams as a log")
-    export.add_argument("--redis-url", required=True)
+    export = commands.add_parser("export-log", help="export the service's decision/outcome log as a training log")
+    export.add_argument("--redis-url", default=None, help="the streams in Redis (with --log-dir: what is not shipped)")
+    export.add_argument("--log-dir", default=None, help="the shipped log: a directory or filesystem URL")
     export.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
     export.add_argument("--answered-only", action="store_true", help="drop offered actions without an outcome")
     export.add_argument(
@@ -106,7 +107,9 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
 
 def _log_columns(parser: argparse.ArgumentParser, required: bool) -> None:
     default = "" if required else " (default: the model's)"
-    parser.add_argument("--log", type=Path, required=True, help="FILE.csv or FILE.parquet")
+    parser.add_argument(
+        "--log", required=True, help="FILE.csv, FILE.parquet, or a shipped log directory (NBA_LOG_DIR) or URL"
+    )
     parser.add_argument("--action-column", required=required, help="the action taken" + default)
     parser.add_argument("--outcome-column", required=required, help="0/1 or a value such as spend" + default)
     parser.add_argument("--propensity-column", default=None, help="P(logging policy chose the action)" + default)
@@ -174,8 +177,12 @@ def _export_log(args: argparse.Namespace) -> int:
     from training import loop
     from training.log_import import read_table
 
+    if args.redis_url is None and args.log_dir is None:
+        from training.log_import import LogError
+
+        raise LogError("--redis-url or --log-dir (or both): where the log is")
     path = loop.export_decision_log(
-        args.redis_url, args.out, answered_only=args.answered_only, chosen_only=args.chosen_only
+        args.redis_url, args.out, log_dir=args.log_dir, answered_only=args.answered_only, chosen_only=args.chosen_only
     )
     table = read_table(path)
     decisions = len(set(table.column("decision_id").to_pylist())) if table.num_rows else 0

@@ -33,13 +33,14 @@ def add_demo_commands(commands: Any) -> dict[str, Handler]:
 
 def _demo(args: argparse.Namespace) -> int:
     from decision.app import Service
+    from decision.decision_log.shipper_process import shipping_beside
     from features.redis_store import RedisOnlineStore
     from training.demo_model import load_or_train_demo_model
     from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
 
     settings = Settings()
     print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
-    with Service.start(settings) as service:
+    with Service.start(settings) as service, shipping_beside(settings, service.redis_url):
         store = service.flow.store
         assert isinstance(store, RedisOnlineStore)
         now = time.time()

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
+
 from decision.models import Deployment, ModelCard, Registry
 from features.schema import FeatureSchema
 from training.artifact import ModelArtifact
 from training.demo_log import LoggingPolicy, simulate_decision_log
 from training.evaluate import Evaluation, evaluate_model
-from training.log_import import ImportedLog, LogColumns, import_log, write_table
+from training.log_import import ImportedLog, LogColumns, LogError, import_log, write_table
 from training.off_policy import DEFAULT_MAX_WEIGHT
 from training.report import write_report
 from training.scoring_batch import ScoreResult, score_file
@@ -82,7 +84,8 @@ def load_log(
     feature_columns: Sequence[str] | None = None,
     time_column: str | None = None,
 ) -> ImportedLog:
-    """Read and check a CSV/Parquet log (``LogError`` names the column and rows when it cannot be used)."""
+    """Read and check a CSV/Parquet log, or a shipped log directory (``LogError`` names the column and rows when
+    it cannot be used)."""
     from decision.catalogue import Catalogue
 
     columns = LogColumns(
@@ -92,7 +95,8 @@ def load_log(
         features=tuple(feature_columns) if feature_columns is not None else None,
         time=time_column,
     )
-    return import_log(Path(path), columns, FeatureSchema.load(), catalogue_actions=Catalogue.load().action_ids)
+    schema = FeatureSchema.load()
+    return import_log(log_source(path, schema), columns, schema, catalogue_actions=Catalogue.load().action_ids)
 
 
 def train(
@@ -146,8 +150,9 @@ def evaluate(
         action=action_column, outcome=outcome_column, propensity=propensity_column, time=time_column
     )
     imported = import_log(
-        Path(log), columns, artifact.schema, encoding=artifact.encoding, known_actions=artifact.actions
-    )
+        log_source(log, artifact.schema), columns, artifact.schema, encoding=artifact.encoding,
+        known_actions=artifact.actions,
+    )  # fmt: skip
     evaluation = evaluate_model(artifact, imported, rows=rows, max_weight=max_weight)
     if report is not None:
         write_report(evaluation, Path(report))
@@ -212,20 +217,56 @@ def rollback(*, note: str = "", registry: Path | str | None = None) -> Deploymen
 
 
 def export_decision_log(
-    redis_url: str, output: Path | str, *, answered_only: bool = False, chosen_only: bool = False
+    redis_url: str | None,
+    output: Path | str,
+    *,
+    log_dir: Path | str | None = None,
+    answered_only: bool = False,
+    chosen_only: bool = False,
 ) -> Path:
-    """``nba export-log``: the service's decision and outcome streams as a training log file (``chosen_only``:
-    one row per decision, its first action, with the policy's propensity: what off-policy evaluation reads)."""
+    """``nba export-log``: the service's decision and outcome log as a training log file (``chosen_only``: one
+    row per decision, its first action, with the policy's propensity: what off-policy evaluation reads).
+
+    From Redis's streams (``redis_url``), the shipped log's files (``log_dir``), or both: the files, then what
+    Redis holds that is not shipped yet, each decision once."""
     import redis
 
     from training.stream_export import export_decision_log as export
+    from training.stream_export import export_shipped_log
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url) if redis_url else None
     try:
-        table = export(client, answered_only=answered_only, chosen_only=chosen_only)
+        if log_dir is not None:
+            table = export_shipped_log(log_dir, client, answered_only=answered_only, chosen_only=chosen_only)
+        elif client is not None:
+            table = export(client, answered_only=answered_only, chosen_only=chosen_only)
+        else:
+            raise LogError("export-log: give --redis-url, --log-dir or both")
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return write_table(table, Path(output))
+
+
+def is_log_directory(log: Path | str) -> bool:
+    """A shipped log (a directory, or a filesystem URL such as s3://...) rather than one CSV/Parquet file."""
+    return "://" in str(log) or Path(log).is_dir()
+
+
+def log_source(log: Path | str, schema: FeatureSchema) -> Path | pa.Table:
+    """What ``import_log`` reads: the file, or a shipped log directory as the table ``nba export-log`` writes."""
+    if not is_log_directory(log):
+        return Path(log)
+    from decision.decision_log.shipped_files import LogDirectoryError
+    from training.stream_export import export_shipped_log
+
+    try:
+        table = export_shipped_log(log, schema=schema)
+    except LogDirectoryError as exc:
+        raise LogError(str(exc)) from exc
+    if table.num_rows == 0:
+        raise LogError(f"{log}: a log directory with no shipped decisions (nba ship-log writes them)")
+    return table
 
 
 def simulate_demo_log(

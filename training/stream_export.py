@@ -19,18 +19,23 @@ action. A row of the export is one action a decision offered, with:
   decision's time exactly as the service parsed it (``last_incident_days`` is the age at the decision).
 
 The columns are those of ``training.demo_log``, so ``nba train`` reads either.
+
+The entries come from Redis (``export_decision_log``) or from the shipped log's Parquet files, plus what Redis
+holds beyond them (``export_shipped_log``): ``decision_table`` builds the table from entries of either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import redis
 
-from decision.decision_log import unpack
+from decision.decision_log.records import unpack
+from decision.decision_log.shipped_files import DECISIONS, OUTCOMES, LogDirectory, StreamId
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 from features.schema import FeatureSchema
 
@@ -66,16 +71,83 @@ def export_decision_log(
     as not accepted (``accepted`` 0, ``outcome`` empty). ``chosen_only`` keeps each decision's first action
     only (one row per decision, with its propensity). ``since_ms`` skips decisions made before that time.
     """
-    schema = schema or FeatureSchema.load()
     keys = KeyLayout(key_prefix)
-    outcomes: dict[tuple[str, str], str] = {}
-    for fields in _entries(client, keys.outcomes_stream):
-        outcomes[(fields["decision_id"], fields["action_id"])] = fields["outcome"]
+    return decision_table(
+        redis_entries(client, keys.decisions_stream, start=_stream_start(since_ms)),
+        redis_entries(client, keys.outcomes_stream),
+        schema=schema,
+        answered_only=answered_only,
+        chosen_only=chosen_only,
+    )
+
+
+def export_shipped_log(
+    log_dir: str | Path,
+    client: redis.Redis | None = None,
+    *,
+    key_prefix: str = DEFAULT_PREFIX,
+    schema: FeatureSchema | None = None,
+    answered_only: bool = False,
+    chosen_only: bool = False,
+    since_ms: int | None = None,
+) -> pa.Table:
+    """The same table from the shipped log under ``log_dir`` (a directory or filesystem URL,
+    ``decision.decision_log.shipped_files``) and, with ``client``, the entries of its Redis not shipped yet."""
+    directory = LogDirectory(log_dir)
+    keys = KeyLayout(key_prefix)
+    decisions = log_entries(directory, DECISIONS, client, keys.decisions_stream)
+    if since_ms is not None:
+        decisions = (e for e in decisions if int(e["decided_at_ms"]) >= since_ms)
+    return decision_table(
+        decisions,
+        log_entries(directory, OUTCOMES, client, keys.outcomes_stream),
+        schema=schema,
+        answered_only=answered_only,
+        chosen_only=chosen_only,
+    )
+
+
+def log_entries(
+    directory: LogDirectory, kind: str, client: redis.Redis | None = None, stream: str = ""
+) -> Iterator[Mapping[str, Any]]:
+    """A stream's shipped entries, oldest first, then those still in Redis after them (with ``client``).
+
+    Redis is read first and kept: an entry the shipper ships and trims while the files are read is then found
+    in one of the two, and is given once (Redis's copy only when it is past the files' last id)."""
+    waiting = list(redis_entries(client, stream, with_ids=True)) if client is not None else []
+    last: StreamId | None = None
+    for row in directory.read(kind):
+        last = StreamId.parse(row["stream_id"])
+        yield row
+    for entry in waiting:
+        if last is None or StreamId.parse(entry["stream_id"]) > last:
+            yield entry
+
+
+def decision_table(
+    decisions: Iterable[Mapping[str, Any]],
+    outcomes: Iterable[Mapping[str, Any]],
+    *,
+    schema: FeatureSchema | None = None,
+    answered_only: bool = False,
+    chosen_only: bool = False,
+) -> pa.Table:
+    """The export's table from decision and outcome entries (each a mapping of the stream entry's fields, from
+    Redis or from the shipped files), oldest decision first. A decision id seen twice is kept once, the first:
+    the shipped files hold each once, and this guards a reader against a copy in Redis and in a file."""
+    schema = schema or FeatureSchema.load()
+    answers: dict[tuple[str, str], str] = {}
+    for fields in outcomes:
+        answers[(fields["decision_id"], fields["action_id"])] = fields["outcome"]
 
     rows: list[dict[str, Any]] = []
     context_keys: dict[str, None] = {}
-    for fields in _entries(client, keys.decisions_stream, start=_stream_start(since_ms)):
+    seen: set[str] = set()
+    for fields in decisions:
         decision = orjson.loads(unpack(fields["decision"]))
+        if decision["decision_id"] in seen:
+            continue
+        seen.add(decision["decision_id"])
         inputs = orjson.loads(unpack(fields.get("inputs") or b"{}"))
         decided_at = int(fields["decided_at_ms"]) / 1000.0
         values = schema.parse(inputs.get("features") or {}, decided_at)
@@ -88,7 +160,7 @@ def export_decision_log(
             if chosen_only and rank > 1:
                 break
             action_id = action["action_id"]
-            outcome = outcomes.get((decision["decision_id"], action_id), "")
+            outcome = answers.get((decision["decision_id"], action_id), "")
             if answered_only and not outcome:
                 continue
             propensity = logged.get(action_id)
@@ -101,9 +173,9 @@ def export_decision_log(
                     "customer_id": decision["customer_id"],
                     "touchpoint": fields["touchpoint"],
                     "decided_at": decided_at,
-                    "model_version": fields.get("model_version", ""),
-                    "rules_version": fields.get("rules_version", ""),
-                    "degraded": fields.get("degraded", ""),
+                    "model_version": fields.get("model_version") or "",
+                    "rules_version": fields.get("rules_version") or "",
+                    "degraded": fields.get("degraded") or "",
                     "rank": rank,
                     "action": action_id,
                     "accepted": int(outcome == ACCEPTED),
@@ -144,16 +216,20 @@ def export_decision_log(
     return table
 
 
-def _entries(client: redis.Redis, stream: str, start: str = "-") -> Iterator[dict[str, Any]]:
-    """Every entry of a stream, oldest first, read in batches; keys decoded, values as stored."""
+def redis_entries(
+    client: redis.Redis, stream: str, start: str = "-", with_ids: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every entry of a stream, oldest first, read in batches; keys decoded, values as stored (``stream_id``
+    added with ``with_ids``)."""
     while True:
         batch = client.xrange(stream, min=start, max="+", count=BATCH)
         if not batch:
             return
-        for _entry_id, fields in batch:
-            yield {
+        for entry_id, fields in batch:
+            entry = {
                 _text(k): (_text(v) if _text(k) not in ("decision", "inputs") else v) for k, v in (fields or {}).items()
             }
+            yield entry | {"stream_id": _text(entry_id)} if with_ids else entry
         last = _text(batch[-1][0])
         start = f"({last}"
         if len(batch) < BATCH:

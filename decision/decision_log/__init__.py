@@ -24,7 +24,9 @@ replayed and the models retrained on what the service saw.
 
 Modules: ``contract`` (the DecisionLog every backend keeps, its values and errors), ``records`` (how a decision
 is encoded), ``redis_log`` (the service's log, each Redis script beside the code that builds its arguments),
-``memory_log`` (offline runs), ``writer`` (the background writer), ``spool`` (the local file while Redis is down).
+``memory_log`` (offline runs), ``writer`` (the background writer), ``spool`` (the local file while Redis is down),
+``shipper`` (moves the streams to Parquet files and trims them), ``shipper_process`` (runs it beside a server),
+``shipped_files`` (the files' layout, written by the shipper and read by the training log's export).
 
 Every key it writes (decision, outcome marker, capacity pool and holders, contact history, the streams) is
 named in features/redis_keys.py, with what each holds.
