@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from decision.decision_log.shipped_files import DECISIONS, LogDirectory
+from decision.decision_log.shipper import SHIPPER_NICENESS
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_client import connect
@@ -86,6 +87,10 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def shipper_of(pid: int, timeout_s: float = 30.0) -> int:
     """The pid of the log shipper ``pid`` started."""
     deadline = time.monotonic() + timeout_s
@@ -106,6 +111,7 @@ def test_nba_serve_ships_its_log_and_its_shipper_dies_with_it(own_redis, demo_mo
             assert time.monotonic() < deadline, "the decisions answered were not shipped within 60 s"
             time.sleep(0.1)
         shipper = shipper_of(server.pid)
+        assert niceness(shipper) - niceness(server.pid) == SHIPPER_NICENESS  # the decisions get the cores first
         server.send_signal(signal.SIGKILL)
         server.wait()
         assert gone(shipper), "the log shipper outlived the server"
