@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ import grpc
 import numpy as np
 import redis
 
+from benchmarks.harness import closed_loop
 from decision.decision_log.shipped_files import DECISIONS, LogDirectory
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
@@ -42,36 +42,28 @@ CUSTOMERS = 2_000
 
 
 def measure(target: str, calls: int, in_flight: int) -> tuple[float, np.ndarray]:
-    """Decisions per second and each call's latency (seconds), ``in_flight`` callers at a time."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    per_caller = calls // in_flight
-
-    def caller(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        mine = []
-        with grpc.insecure_channel(target) as channel:
-            stub = pb_grpc.DecisionServiceStub(channel)
-            for _ in range(per_caller):
-                request = pb.DecideRequest(
-                    customer_id=f"cust-{rng.integers(1, CUSTOMERS + 1):06d}",
-                    touchpoint=pb.CHECKIN_KIOSK,
-                    context={"flight": f"AZ{rng.integers(100, 999)}"},
-                    request_id=uuid.uuid4().hex,
-                )
-                started = time.perf_counter()
-                stub.Decide(request, timeout=10)
-                mine.append(time.perf_counter() - started)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(in_flight)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(latencies) / (time.perf_counter() - started), np.array(latencies)
+    """Decisions per second and each call's latency (seconds), ``in_flight`` callers at a time, each on a channel
+    of its own (harness.closed_loop gives caller ``slot`` the calls ``slot, slot + in_flight, ...``)."""
+    rng = np.random.default_rng(0)
+    requests = [
+        pb.DecideRequest(
+            customer_id=f"cust-{rng.integers(1, CUSTOMERS + 1):06d}",
+            touchpoint=pb.CHECKIN_KIOSK,
+            context={"flight": f"AZ{rng.integers(100, 999)}"},
+            request_id=uuid.uuid4().hex,
+        )
+        for _ in range(calls)
+    ]
+    channels = [grpc.insecure_channel(target) for _ in range(in_flight)]
+    stubs = [pb_grpc.DecisionServiceStub(channel) for channel in channels]
+    try:
+        latencies, wall = closed_loop(
+            lambda i: stubs[i % in_flight].Decide(requests[i], timeout=10), range(calls), in_flight
+        )
+    finally:
+        for channel in channels:
+            channel.close()
+    return len(latencies) / wall, np.array(latencies)
 
 
 def run_once(redis_url: str, model_dir: Path, work: Path, shipper: bool, calls: int, in_flight: int) -> str:

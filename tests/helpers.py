@@ -281,3 +281,18 @@ def decide(target: str, customer: str = "demo-italian") -> pb.DecideReply:
         return pb_grpc.DecisionServiceStub(channel).Decide(
             pb.DecideRequest(customer_id=customer, touchpoint=pb.IVR), timeout=30, wait_for_ready=True
         )
+
+
+def ship_log_command(redis_url: str, log_dir: Path, *args: str) -> list[str]:
+    """``nba ship-log`` over a Redis and a log directory, as a command line."""
+    return [
+        sys.executable,
+        "-m",
+        "decision.cli",
+        "ship-log",
+        "--redis-url",
+        redis_url,
+        "--log-dir",
+        str(log_dir),
+        *args,
+    ]

@@ -30,6 +30,7 @@ from decision.decision_log.shipped_files import COLUMNS, DECISIONS, LogDirectory
 from decision.decision_log.shipper import EXIT_AT_ENV, EXIT_CODE
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
+from tests.helpers import ship_log_command
 
 KEYS = KeyLayout()
 
@@ -48,20 +49,6 @@ def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
     c.close()
 
 
-def shipper(redis_url: str, log_dir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "decision.cli",
-        "ship-log",
-        "--redis-url",
-        redis_url,
-        "--log-dir",
-        str(log_dir),
-        *args,
-    ]
-
-
 def shipper_env(**overrides: str) -> dict[str, str]:
     """Small batches shipped soon, a short lease: a killed shipper's successor takes over within a second."""
     base = {"NBA_LOG_BATCH_ENTRIES": "40", "NBA_LOG_SHIP_EVERY_S": "0.1", "NBA_LOG_LEASE_S": "1"}
@@ -70,7 +57,11 @@ def shipper_env(**overrides: str) -> dict[str, str]:
 
 def ship_once(redis_url: str, log_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        shipper(redis_url, log_dir, "--once"), env=shipper_env(**env), capture_output=True, text=True, timeout=120
+        ship_log_command(redis_url, log_dir, "--once"),
+        env=shipper_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -194,7 +185,10 @@ def test_sigkill_at_random_moments_under_load_loses_and_duplicates_nothing(clien
     try:
         for _ in range(10):
             process = subprocess.Popen(
-                shipper(own_redis.url, log_dir), env=shipper_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                ship_log_command(own_redis.url, log_dir),
+                env=shipper_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
             time.sleep(rng.uniform(0.3, 2.0))  # a random moment: taking the lease, writing, renaming or trimming
             process.send_signal(signal.SIGKILL)
@@ -230,7 +224,7 @@ def test_redis_killed_while_shipping_everything_it_acknowledged_is_shipped_once(
     errors = tmp_path / "shipper.err"
     with errors.open("w") as err:
         process = subprocess.Popen(
-            shipper(own_redis.url, log_dir),
+            ship_log_command(own_redis.url, log_dir),
             env=shipper_env(NBA_LOG_LEASE_S="30", NBA_LOG_BATCH_ENTRIES="200"),
             stderr=err,
         )
@@ -280,7 +274,8 @@ def test_of_two_shippers_one_ships(client, own_redis, tmp_path):
     log_dir = tmp_path / "log"
     env = shipper_env(NBA_LOG_LEASE_S="30")
     first, second = (
-        subprocess.Popen(shipper(own_redis.url, log_dir), env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        subprocess.Popen(ship_log_command(own_redis.url, log_dir), env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
     )
     try:
         ids = add_decisions(client, 200)
@@ -314,7 +309,7 @@ def test_entries_trimmed_before_they_were_shipped_are_reported(client, own_redis
     add_decisions(client, 50)
     # The shipper sees the first entry after its watermark, then the stream cap trims past it.
     env = shipper_env(NBA_LOG_SHIP_EVERY_S="3600", NBA_LOG_BATCH_ENTRIES="1000")
-    process = subprocess.Popen(shipper(own_redis.url, log_dir), env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(ship_log_command(own_redis.url, log_dir), env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _next_seen(client) is not None, what="the shipper looked at the stream")
         first_seen = _next_seen(client)

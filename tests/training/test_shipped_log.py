@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from decision.cli import main
 from decision.domain import DecisionRequest, Outcome, Touchpoint
 from features.schema import FeatureSchema
-from tests.conftest import service_on_its_own_redis
+from tests.helpers import service_on_its_own_redis, ship_log_command
 from training.log_import import read_table
 from training.population import generate_population, true_accept_probability
 
@@ -28,17 +27,7 @@ CUSTOMERS = 600
 
 def ship_once(redis_url: str, log_dir: Path) -> None:
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "decision.cli",
-            "ship-log",
-            "--redis-url",
-            redis_url,
-            "--log-dir",
-            str(log_dir),
-            "--once",
-        ],
+        ship_log_command(redis_url, log_dir, "--once"),
         check=True,
         capture_output=True,
         timeout=120,
