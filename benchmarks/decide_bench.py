@@ -157,7 +157,7 @@ class Report:
     rules: list[rules_bench.Row] = field(default_factory=list)
     served: tuple[int, int, int] = (0, 0, 0)
     soak_max_s: float = 0.0
-    frequent: tuple[Latency, Latency] | None = None
+    frequent: frequent_customer.Measured | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     load: list[tuple[str, tuple[float, float, float]]] = field(default_factory=list)
 
@@ -481,11 +481,10 @@ def targets(report: Report) -> list[Target]:
         Target("throughput, 2 processes / 1", two, TARGET_TWO_PROCESSES, at_least=True, detail="d" if two else "")
     )
     if report.frequent is not None:
-        fresh, frequent = report.frequent
         found.append(
             Target(
                 "100,000-contact customer p50 / fresh customer p50",
-                frequent.p50 / fresh.p50,
+                report.frequent.frequent.p50 / report.frequent.fresh.p50,
                 TARGET_FREQUENT_VS_FRESH,
                 detail="b",
             )
@@ -569,7 +568,11 @@ def _closed_section(report: Report) -> list[str]:
             "",
             frequent_customer.__doc__.split("\n\n")[1].replace("\n", " ").strip(),
             "",
-            latency_table(list(report.frequent)),
+            latency_table([report.frequent.fresh, report.frequent.frequent]),
+            "",
+            "Answers ranking other actions than the fresh customer's usual answer: "
+            f"{report.frequent.differing[0]:,} of the fresh customer's, {report.frequent.differing[1]:,} of the "
+            "frequent one's.",
             "",
         ]
     return lines
