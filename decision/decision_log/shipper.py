@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 EXIT_AT_ENV = "NBA_TEST_SHIPPER_EXIT_AT"
 EXIT_CODE = 86
 
+# Entries per XRANGE (and per XTRIM): ~1.5 MB of decisions, about 0.5 ms of Redis; a 10,000-entry XRANGE took
+# 20 ms of Redis, then the time to send 30 MB (benchmarks/RESULTS.md, notes).
+READ_PAGE = 500
+
 # One script takes or renews the lease: 2 taken now, 1 renewed, 0 another shipper holds it.
 _HOLD_LEASE = """
 local owner = redis.call('GET', KEYS[1])
@@ -186,15 +190,18 @@ class LogShipper:
         return shipped
 
     def run(self, stop: StopFlag | threading.Event, poll_s: float = 1.0, parent_pid: int | None = None) -> None:
-        """Ship until ``stop`` is set (or ``parent_pid`` is no longer this process's parent); Redis or the log
-        directory failing is logged and retried, never fatal."""
+        """Ship until ``stop`` is set (or ``parent_pid`` is no longer this process's parent), then ship what is
+        left, due or not (a server stops its shipper once its whole log is in Redis: the files are then the whole
+        log); Redis or the log directory failing is logged and retried, never fatal."""
         failing = ""
+        orphaned = False
         # Renewed a few times per lease: a pass that found nothing to ship still keeps it.
         poll_s = min(poll_s, self.every_s, self.lease_s / 4)
         while not stop.is_set():
             # Besides the parent-death signal: a full test run once left a shipper behind its killed server.
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("log shipper: its server (pid %d) is gone, stopping", parent_pid)
+                orphaned = True
                 break
             try:
                 if self.ship() is None and failing != "lease":
@@ -220,7 +227,19 @@ class LogShipper:
                 self._prepared = False
                 stop.wait(5.0)
             stop.wait(poll_s)
+        if not orphaned:
+            self._last_pass()
         self.lease.release()
+
+    def _last_pass(self) -> None:
+        """Everything left in the streams, once; what fails stays in Redis for the next shipper, as ever."""
+        try:
+            shipped = self.ship(force=True)
+        except (LeaseLost, LogDirectoryError, redis.RedisError, OSError) as exc:
+            log.warning("log shipper: the last pass did not finish (%s); the rest ships at the next start", exc)
+            return
+        if shipped:
+            log.info("log shipper: shipped the last %d entries", shipped)
 
     def _prepare(self) -> None:
         """On taking the lease: a writable directory, no temporary files, the watermarks from the files, and what
@@ -264,9 +283,7 @@ class LogShipper:
 
     def _ship_batch(self, kind: str) -> int:
         state = self.state[kind]
-        start = "-" if state.watermark is None else f"({state.watermark}"
-        raw: Any = self.client.xrange(self.streams[kind], min=start, max="+", count=self.batch_entries)
-        entries = [(StreamId.parse(entry_id), fields or {}) for entry_id, fields in raw]
+        entries = self._read_batch(kind)
         if not entries:
             return 0
         self.directory.write(kind, entries, before_rename=self._before_rename)
@@ -275,9 +292,27 @@ class LogShipper:
         state.watermark, state.next = str(last), None
         state.shipped_at = time.time()
         state.shipped_total += len(entries)
+        # Trimmed a page at a time, oldest first, for the same reason as the read.
+        for end in range(READ_PAGE - 1, len(entries) - 1, READ_PAGE):
+            self.client.xtrim(self.streams[kind], minid=str(entries[end][0].following()), approximate=False)
         self.client.xtrim(self.streams[kind], minid=str(last.following()), approximate=False)
         self._stage("after-trim")
         return len(entries)
+
+    def _read_batch(self, kind: str) -> list[tuple[StreamId, dict]]:
+        """Up to ``batch_entries`` entries after the watermark, read ``READ_PAGE`` at a time: Redis runs one command
+        at a time, and a single XRANGE of a whole batch held every decision waiting behind it."""
+        watermark = self.state[kind].watermark
+        entries: list[tuple[StreamId, dict]] = []
+        while len(entries) < self.batch_entries:
+            start = "-" if watermark is None else f"({watermark}"
+            count = min(READ_PAGE, self.batch_entries - len(entries))
+            raw: Any = self.client.xrange(self.streams[kind], min=start, max="+", count=count)
+            entries += [(StreamId.parse(entry_id), fields or {}) for entry_id, fields in raw]
+            if len(raw) < count:
+                break
+            watermark = str(entries[-1][0])
+        return entries
 
     def _before_rename(self) -> None:
         self._stage("before-rename")

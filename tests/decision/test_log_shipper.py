@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from decision.decision_log.shipped_files import COLUMNS, DECISIONS, LogDirectory, StreamId
-from decision.decision_log.shipper import EXIT_AT_ENV, EXIT_CODE
+from decision.decision_log.shipper import EXIT_AT_ENV, EXIT_CODE, READ_PAGE
 from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from tests.helpers import ship_log_command
@@ -143,6 +143,21 @@ def test_ships_every_entry_once_partitioned_and_compressed_and_trims_redis(clien
     streams = orjson.loads(status.stdout)["streams"]
     assert streams[DECISIONS]["shipped_total"] == 130 and streams[DECISIONS]["unshipped"] == 0
     assert streams[DECISIONS]["watermark"] == files[-1][1].__str__()
+
+
+def test_a_batch_of_several_read_pages_is_one_file_of_every_entry_in_order(client, own_redis, tmp_path):
+    """A batch is read (and trimmed) READ_PAGE entries at a time, so that no XRANGE holds Redis long; its file
+    still holds the whole batch."""
+    batch = 2 * READ_PAGE + 37
+    ids = add_decisions(client, batch + 5)
+
+    done = ship_once(own_redis.url, tmp_path / "log", NBA_LOG_BATCH_ENTRIES=str(batch))
+
+    assert done.returncode == 0, done.stderr
+    files = LogDirectory(tmp_path / "log").files(DECISIONS)
+    assert [pq.ParquetFile(path).metadata.num_rows for _, _, path in files] == [batch, 5]
+    assert shipped_ids(tmp_path / "log") == ids  # every entry once, in the stream's order
+    assert client.xlen(KEYS.decisions_stream) == 0
 
 
 @pytest.mark.parametrize("stage", ["before-rename", "after-rename", "after-trim"])
