@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -133,6 +133,7 @@ class Service:
     embedded_redis: RedisServer | None = None
     http: HttpServer | None = None
     store_health: StoreHealth | None = None
+    _serving_stopped: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def start(cls, settings: Settings, worker: int | None = None) -> Service:
@@ -215,7 +216,12 @@ class Service:
         export, a test that checks it) waits for."""
         self.flow.decision_log.flush()
 
-    def stop(self) -> None:
+    def stop_serving(self) -> None:
+        """Take no more calls, finish those under way and write the whole log to Redis; Redis stays up (for the
+        log shipper's last pass). Idempotent."""
+        if self._serving_stopped:
+            return
+        self._serving_stopped = True
         self.rules_watcher.stop()
         if self.store_health is not None:
             self.store_health.stop()
@@ -223,6 +229,9 @@ class Service:
             self.http.stop()
         self.grpc.stop()
         self.flow.decision_log.close()
+
+    def stop(self) -> None:
+        self.stop_serving()
         self.client.close()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()

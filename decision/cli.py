@@ -119,6 +119,8 @@ def _serve(args: argparse.Namespace) -> int:
         if service.http is not None:
             print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
         wait_for_signal()
+        # The whole log in Redis before the shipper's last pass, Redis stopped after it.
+        service.stop_serving()
     return 0
 
 
@@ -136,6 +138,7 @@ def _serve_processes(settings: Settings) -> int:
             url = f"http://{settings.host}:{supervisor.http_port}"
             print(f"teller screen: {teller_url(url)}  HTTP/JSON API: {url}/v1/", flush=True)
         wait_for_signal()
+        supervisor.stop_serving()
     return 0
 
 

@@ -223,6 +223,13 @@ class Supervisor:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop the server processes (each finishes its calls and writes its log), then the Redis started here."""
+        self.stop_serving(grace_s)
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+            self.embedded_redis = None
+
+    def stop_serving(self, grace_s: float = 10.0) -> None:
+        """Stop the server processes; Redis stays up (for the log shipper's last pass). Idempotent."""
         self._stopping.set()
         if self._monitor is not None:
             self._monitor.join()
@@ -242,9 +249,6 @@ class Supervisor:
         for sock in self._reserved:
             sock.close()
         self._reserved.clear()
-        if self.embedded_redis is not None:
-            self.embedded_redis.stop()
-            self.embedded_redis = None
 
     def __enter__(self) -> Supervisor:
         return self

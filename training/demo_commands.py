@@ -60,6 +60,7 @@ def _demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         wait_for_signal()
+        service.stop_serving()  # the whole log in Redis before the shipper's last pass
     return 0
 
 

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
 from decision.decision_log.shipped_files import DECISIONS, LogDirectory
-from decision.decision_log.shipper import SHIPPER_NICENESS
+from decision.decision_log.shipper import SHIPPER_NICENESS, read_status
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_client import connect
+from features.redis_keys import KeyLayout
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
 from tests.integration.test_workers import gone
@@ -39,9 +41,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @contextmanager
-def nba_serve(redis_url: str, model_dir: Path, tmp_path: Path, log_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``nba serve`` over ``redis_url``, its log shipped to ``log_dir`` soon after each decision; yields the
-    process and its gRPC target. Its stderr goes to tmp_path/serve.err."""
+def nba_serve(
+    redis_url: str, model_dir: Path, tmp_path: Path, log_dir: Path, ship_every_s: float = 0.2
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``nba serve`` over ``redis_url``, its log shipped to ``log_dir`` ``ship_every_s`` after each decision;
+    yields the process and its gRPC target. Its stderr goes to tmp_path/serve.err."""
     env = {
         **os.environ,
         "NBA_REDIS_URL": redis_url,
@@ -50,7 +54,7 @@ def nba_serve(redis_url: str, model_dir: Path, tmp_path: Path, log_dir: Path) ->
         "NBA_MODEL_DIR": str(model_dir),
         "NBA_DATA_DIR": str(tmp_path / "data"),
         "NBA_LOG_DIR": str(log_dir),
-        "NBA_LOG_SHIP_EVERY_S": "0.2",
+        "NBA_LOG_SHIP_EVERY_S": str(ship_every_s),
         "NBA_EXPLORATION_SHARE": "0",
     }
     with (tmp_path / "serve.err").open("w") as errors:
@@ -115,6 +119,26 @@ def test_nba_serve_ships_its_log_and_its_shipper_dies_with_it(own_redis, demo_mo
         server.send_signal(signal.SIGKILL)
         server.wait()
         assert gone(shipper), "the log shipper outlived the server"
+
+
+def test_a_stopped_server_leaves_its_whole_log_in_the_files(own_redis, demo_model_dir, tmp_path):
+    """SIGTERM: the server finishes its calls and writes its log to Redis, then its shipper ships what is left,
+    due or not, and Redis holds none of it."""
+    log_dir = tmp_path / "log"
+    client = redis.Redis.from_url(own_redis.url)
+    with nba_serve(own_redis.url, demo_model_dir, tmp_path, log_dir, ship_every_s=3600) as (server, target):
+        answered = [reply.decision_id for reply in decide(target, 40)]
+        deadline = time.monotonic() + 30
+        while read_status(client) is None:  # the shipper has made its first pass: it is running
+            assert time.monotonic() < deadline, "the log shipper did not start"
+            time.sleep(0.05)
+        assert not LogDirectory(log_dir).files(DECISIONS)  # nothing due yet: an hour's batch, 40 of 10,000
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert sorted(r["decision_id"] for r in LogDirectory(log_dir).read(DECISIONS)) == sorted(answered)
+    assert client.xlen(KeyLayout().decisions_stream) == 0
+    client.close()
+    assert "shipped the last 40 entries" in (tmp_path / "serve.err").read_text()
 
 
 def test_an_unwritable_log_dir_is_named_and_the_service_still_decides(own_redis, demo_model_dir, tmp_path):
