@@ -14,7 +14,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from decision.arbitration import Ranked, arbitrate
@@ -42,7 +42,7 @@ from decision.domain import (
 from decision.eligibility import Eligible
 from decision.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from decision.explanation import Narrator
-from decision.exploration import explore
+from decision.exploration import Explored, explore
 from decision.scoring import Scorer
 from decision.strategy import Strategy
 from features.contact_history import ContactQuery
@@ -174,28 +174,15 @@ class DecisionFlow:
         return self._rank_and_commit(draft, eligible, inputs)
 
     def _rank_and_commit(self, draft: _Draft, eligible: Eligible, inputs: dict) -> Decision:
-        """Rank (with exploration's share of random first actions) within the contact policy's offer limit,
-        explain, then take capacity and log the decision and its follow-ups atomically. An action with no pool
-        to take from, capacity that cannot be taken without the log, or a sold-out one is dropped (its fallback
-        steps in) and the rest ranked again."""
+        """Rank (``plan``), explain, then take capacity and log the decision and its follow-ups atomically.
+        Capacity that cannot be taken without the log, or a sold-out action, is dropped (its fallback steps in)
+        and the rest ranked again."""
         request, degraded = draft.request, draft.degraded
+        share = self.limits.exploration_share
         while True:
-            propensities = [draft.propensity[a.action_id] for a in eligible.actions]
-            explored = explore(
-                arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts),
-                self.limits.exploration_share,
-                draft.decision_id,
-            )
-            ranking, held_back = eligible.limit_offers(explored.ranking)
-            ranked = ranking[: request.max_actions]
-            claims, no_pool = self._claims(request, ranked, draft.now)
-            if no_pool:
-                # No flight (or no open date) to take a seat from: never a pool shared by every such call.
-                for reason_code in sorted(set(no_pool.values())):
-                    eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
-                continue
-            trace = replace(draft.trace, explored=explored.explored, propensity=explored.propensity)
-            decision = self._decision(draft, eligible, ranking, ranked, held_back, trace, claims)
+            planned = plan(self.schema, request, eligible, draft.propensity, share, draft.decision_id, draft.now)
+            claims = planned.claims
+            decision = self._decision(draft, eligible, planned)
             try:
                 committed = self.decision_log.commit(decision, claims, inputs, self._time_left(request))
             except DecisionLogUnavailable as exc:
@@ -295,56 +282,11 @@ class DecisionFlow:
         ranking, _ = eligible.limit_offers(arbitrate(eligible.actions, scores, eligible.mandatory, eligible.boosts))
         return shadow.version, ranking[0].action.action_id if ranking else ""
 
-    def _claims(
-        self, request: DecisionRequest, ranked: Sequence[Ranked], now: float
-    ) -> tuple[list[CapacityClaim], dict[str, str]]:
-        """The capacity the ranked actions take, one unit each for this customer from the pool of their flight
-        (``per``, normalised as the schema declares: " az777" is AZ777) on its date (``date``, else the
-        decision's day), e.g. ``AZ777:2026-12-03``; the pool is kept POOL_KEPT_DAYS after its date. Also the
-        actions that cannot take any, with why: no flight in the context (``capacity_pool_missing``), or a date
-        whose pool is closed (``capacity_pool_closed``: over a day past, or over POOL_OPEN_DAYS ahead)."""
-        claims, no_pool = [], {}
-        today = decision_day(now)
-        for r in ranked:
-            capacity = r.action.capacity
-            if capacity is None:
-                continue
-            flight = self._context_value(request, capacity.per)
-            day_text = self._context_value(request, capacity.date) if capacity.date in request.context else ""
-            if not flight or day_text is None:
-                no_pool[r.action.action_id] = "capacity_pool_missing"
-                continue
-            day = dt.date.fromisoformat(day_text) if day_text else today
-            if not -1 <= (day - today).days <= POOL_OPEN_DAYS:
-                no_pool[r.action.action_id] = "capacity_pool_closed"
-                continue
-            expires = dt.datetime.combine(day + dt.timedelta(days=POOL_KEPT_DAYS + 1), dt.time(), tzinfo=dt.UTC)
-            pool = f"{flight}:{day.isoformat()}"
-            claims.append(
-                CapacityClaim(r.action.action_id, pool, capacity.units, request.customer_id, int(expires.timestamp()))
-            )
-        return claims, no_pool
-
-    def _context_value(self, request: DecisionRequest, key: str) -> str | None:
-        """A context value as the schema declares it (normalised), None when absent or not valid."""
-        raw = request.context.get(key)
-        spec = self.schema.context.get(key)
-        if raw is None or spec is None:
-            return raw.strip() if raw is not None else None
-        return spec.normalised(raw)
-
-    def _decision(
-        self,
-        draft: _Draft,
-        eligible: Eligible,
-        ranking: Sequence[Ranked],
-        ranked: Sequence[Ranked],
-        held_back: Sequence[Suppression],
-        trace: PolicyTrace,
-        claims: Sequence[CapacityClaim],
-    ) -> Decision:
+    def _decision(self, draft: _Draft, eligible: Eligible, planned: Planned) -> Decision:
         """The decision to commit and answer: the ranked actions, in the customer's language, with their reasons."""
         request = draft.request
+        ranking, ranked, held_back, claims = planned.ranking, planned.ranked, planned.held_back, planned.claims
+        trace = replace(draft.trace, explored=planned.explored.explored, propensity=planned.explored.propensity)
         top: list = []
         if ranked and self.limits.explain_top_features:
             top = draft.scorer.explain(draft.values, ranked[0].action.action_id, self.limits.explain_top_features)
@@ -402,6 +344,87 @@ class DecisionFlow:
             seats=tuple((c.action_id, c.pool) for c in claims),
             **_degradation(draft.degraded),
         )
+
+
+def capacity_claims(
+    schema: FeatureSchema, request: DecisionRequest, ranked: Sequence[Ranked], now: float
+) -> tuple[list[CapacityClaim], dict[str, str]]:
+    """The capacity the ranked actions take, one unit each for this customer from the pool of their flight
+    (``per``, normalised as the schema declares: " az777" is AZ777) on its date (``date``, else the decision's
+    day), e.g. ``AZ777:2026-12-03``; the pool is kept POOL_KEPT_DAYS after its date. Also the actions that cannot
+    take any, with why: no flight in the context (``capacity_pool_missing``), or a date whose pool is closed
+    (``capacity_pool_closed``: over a day past, or over POOL_OPEN_DAYS ahead)."""
+    claims, no_pool = [], {}
+    today = decision_day(now)
+    for r in ranked:
+        capacity = r.action.capacity
+        if capacity is None:
+            continue
+        flight = _context_value(schema, request, capacity.per)
+        day_text = _context_value(schema, request, capacity.date) if capacity.date in request.context else ""
+        if not flight or day_text is None:
+            no_pool[r.action.action_id] = "capacity_pool_missing"
+            continue
+        day = dt.date.fromisoformat(day_text) if day_text else today
+        if not -1 <= (day - today).days <= POOL_OPEN_DAYS:
+            no_pool[r.action.action_id] = "capacity_pool_closed"
+            continue
+        expires = dt.datetime.combine(day + dt.timedelta(days=POOL_KEPT_DAYS + 1), dt.time(), tzinfo=dt.UTC)
+        pool = f"{flight}:{day.isoformat()}"
+        claims.append(
+            CapacityClaim(r.action.action_id, pool, capacity.units, request.customer_id, int(expires.timestamp()))
+        )
+    return claims, no_pool
+
+
+def _context_value(schema: FeatureSchema, request: DecisionRequest, key: str) -> str | None:
+    """A context value as the schema declares it (normalised), None when absent or not valid."""
+    raw = request.context.get(key)
+    spec = schema.context.get(key)
+    if raw is None or spec is None:
+        return raw.strip() if raw is not None else None
+    return spec.normalised(raw)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A ranking ready to commit: all candidates within the offer limit (``ranking``), the first max_actions of
+    it (``ranked``), the offers the limit held back, exploration's draw, and the capacity ``ranked`` takes."""
+
+    ranking: list[Ranked]
+    ranked: list[Ranked]
+    held_back: list[Suppression]
+    explored: Explored
+    claims: list[CapacityClaim]
+
+
+def plan(
+    schema: FeatureSchema,
+    request: DecisionRequest,
+    eligible: Eligible,
+    propensity: Mapping[str, float],
+    exploration_share: float,
+    decision_id: str,
+    now: float,
+) -> Planned:
+    """Arbitration (with exploration's share of random first actions) within the contact policy's offer limit;
+    an action with no capacity pool to take from is dropped (its fallback steps in) and the rest ranked again.
+    What the stock says (sold out) only the commit knows. ``nba score`` plans its rows with this too."""
+    while True:
+        propensities = [propensity[a.action_id] for a in eligible.actions]
+        explored = explore(
+            arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts),
+            exploration_share,
+            decision_id,
+        )
+        ranking, held_back = eligible.limit_offers(explored.ranking)
+        ranked = ranking[: request.max_actions]
+        claims, no_pool = capacity_claims(schema, request, ranked, now)
+        if not no_pool:
+            return Planned(ranking, ranked, held_back, explored, claims)
+        # No flight (or no open date) to take a seat from: never a pool shared by every such call.
+        for reason_code in sorted(set(no_pool.values())):
+            eligible.drop({a for a, r in no_pool.items() if r == reason_code}, reason_code, "capacity")
 
 
 def decision_id_for(request: DecisionRequest) -> str:

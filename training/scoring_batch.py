@@ -6,8 +6,11 @@ and ``chosen_by``.
 
 ``chosen_action`` is the action the policy would choose. With a model that can go live, an input with the
 service's features and a touchpoint (a ``touchpoint`` column, or one touchpoint for every row) is decided the
-way the service decides: the rules (eligibility, mandatory service recovery, boosts) and then arbitration
-(mandatory first, then P(accept) x value x lever x boost); ``chosen_by`` is ``rules``. The request context
+way the service decides (``decision.flow.plan``): the rules (eligibility, mandatory service recovery, boosts),
+arbitration (mandatory first, then P(accept) x value x lever x boost) within the contact policy's offer limit,
+and an action with no capacity pool in the row's context replaced by its fallback; ``chosen_by`` is ``rules``.
+Two things only a live decision has are left out: exploration (the choice is the policy's own) and the stock
+left (a sold-out upgrade is chosen still). The request context
 comes from ``ctx_<key>`` columns, recent declines from ``declines_30d__<action>`` columns (0 when absent).
 Otherwise the choice is the action with the highest predicted outcome among those the model learnt;
 ``chosen_by`` is ``model``. A row that no action is eligible for has an empty ``chosen_action``.
@@ -24,10 +27,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from decision.arbitration import arbitrate
 from decision.catalogue import Catalogue
-from decision.domain import Touchpoint, decision_day
+from decision.domain import DecisionRequest, Touchpoint, decision_day
 from decision.eligibility import EligibilityPolicy
+from decision.flow import plan
 from decision.settings import Settings
 from training.artifact import ModelArtifact
 from training.log_import import (
@@ -144,15 +147,17 @@ def _decide_with_rules(
         c.key: table.column(c.key).to_pylist() for c in policy.contact_query.counters if c.key in table.column_names
     }
     code = {a: k for k, a in enumerate(artifact.actions)}
+    customers = table.column("customer_id").to_pylist() if "customer_id" in table.column_names else None
     chosen = []
     for i in range(table.num_rows):
         context = {k: str(v[i]) for k, v in contexts.items() if v[i] not in (None, "")}
         fact = policy.fact(values[i], touchpoints[i], context, {}, True)
         fact.update({key: int(v[i] or 0) for key, v in counter_columns.items()})
-        eligible = policy.evaluate(fact, touchpoints[i], decision_day(float(clock[i])))
-        propensities = [
-            float(predicted[i, code[a.action_id]]) if a.action_id in code else math.nan for a in eligible.actions
-        ]
-        ranking = arbitrate(eligible.actions, propensities, eligible.mandatory, eligible.boosts, max_actions=1)
-        chosen.append(ranking[0].action.action_id if ranking else "")
+        now_i = float(clock[i])
+        eligible = policy.evaluate(fact, touchpoints[i], decision_day(now_i))
+        propensity = {a: float(predicted[i, code[a]]) if a in code else math.nan for a in catalogue.action_ids}
+        request = DecisionRequest(str(customers[i] or "") if customers else "", touchpoints[i], context, "", 1)
+        # The service's own ranking; no exploration (the policy's choice), and no stock: only a commit knows it.
+        planned = plan(schema, request, eligible, propensity, 0.0, "", now_i)
+        chosen.append(planned.ranked[0].action.action_id if planned.ranked else "")
     return chosen

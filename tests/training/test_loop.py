@@ -184,6 +184,17 @@ def test_scoring_a_population_decides_with_the_rules_at_a_touchpoint(capsys, wor
     airline_offers.add("long_haul_double_points")
     assert {chosen[c] for c, d in domains.items() if d == "airline"} - {"upgrade_first_class"} <= airline_offers
 
+    # As the service does: a flight years past has no pool to take a seat from (capacity_pool_closed), and the
+    # required upgrade's fallback stands in.
+    past = population.append_column("ctx_flight_date", pa.array(["2020-01-01"] * population.num_rows))
+    at_kiosk = workdir / "kiosk-past-flight.csv"
+    run(capsys, "score", "--model", version, "--registry", str(registry), "--input",
+        str(write_table(past, workdir / "past-flight.csv")), "--output", str(at_kiosk),
+        "--touchpoint", "CHECKIN_KIOSK")  # fmt: skip
+    scored = pa_csv.read_csv(at_kiosk).to_pylist()
+    assert next(r["chosen_action"] for r in scored if r["customer_id"] == "demo-ife-gold") == "bonus_points_recovery"
+    assert "upgrade_first_class" not in {r["chosen_action"] for r in scored}
+
     # Without a touchpoint the model alone chooses, among the actions it learnt.
     by_model = workdir / "model.csv"
     run(capsys, "score", "--model", version, "--registry", str(registry), "--input", str(path),
