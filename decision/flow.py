@@ -25,7 +25,6 @@ from decision.decision_log import (
     DecisionLogUnavailable,
     DecisionNotFound,
     OutcomeAlreadyFinal,
-    decision_from_json,
 )
 from decision.domain import (
     Decision,
@@ -129,15 +128,12 @@ class DecisionFlow:
         now = self.clock()
         degraded: dict[str, str] = {}
 
-        # 0. A retry names the same decision: answered from memory if not yet written, else from Redis below.
-        decision_id = decision_id_for(request)
-        if (earlier := self.decision_log.pending(decision_id)) is not None:
-            return earlier
-
         # 1. Features: the profile and contact history (and a retry's stored decision), in one round trip.
+        decision_id = decision_id_for(request)
         record = self._read_features(request, decision_id, strategy.eligibility.contact_query, degraded)
-        if record.also is not None:
-            return decision_from_json(record.also)
+        # A retry (the same request_id) names the same decision: the one answered before.
+        if (earlier := self.decision_log.answered(decision_id, record.also)) is not None:
+            return earlier
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
         freshness = self._freshness(record, now, degraded)
 

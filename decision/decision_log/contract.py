@@ -70,8 +70,11 @@ class DecisionLog(abc.ABC):
         """The key under which a decision is kept (the feature read fetches it: a retry costs no round trip)."""
 
     @abc.abstractmethod
-    def pending(self, decision_id: str) -> Decision | None:
-        """The decision if it was answered but is not written yet."""
+    def answered(self, decision_id: str, stored: str | bytes | None) -> Decision | None:
+        """The decision ``decision_id`` names when it was answered before (a retried request): one answered and
+        not written yet, or ``stored``, its record as the feature read fetched it under ``decision_key``. None
+        for a new decision. Retries are answered here; two copies of one request racing meet in ``commit``,
+        which stores the first and hands the second the first's decision."""
 
     @abc.abstractmethod
     def flush(self, timeout_s: float = 10.0) -> None:

@@ -40,8 +40,9 @@ class MemoryDecisionLog(DecisionLog):
     def decision_key(self, decision_id: str) -> str:
         return decision_id
 
-    def pending(self, decision_id: str) -> Decision | None:
-        return None
+    def answered(self, decision_id: str, stored: str | bytes | None) -> Decision | None:
+        with self._lock:
+            return self.decisions.get(decision_id)
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Nothing to wait for: a decision is stored before it is answered."""

@@ -308,8 +308,10 @@ class RedisDecisionLog(DecisionLog):
     def decision_key(self, decision_id: str) -> str:
         return self.keys.decision(decision_id)
 
-    def pending(self, decision_id: str) -> Decision | None:
-        return self.writer.waiting.get(decision_id)
+    def answered(self, decision_id: str, stored: str | bytes | None) -> Decision | None:
+        if (waiting := self.writer.waiting.get(decision_id)) is not None:
+            return waiting
+        return decision_from_json(stored) if stored is not None else None
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until every decision answered so far is written (or spooled) and a spool replay under way ended."""
