@@ -30,6 +30,7 @@ from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
+from decision.stopping import stop_on
 
 COMMAND_GROUP = "nba.commands"
 Handler = Callable[[argparse.Namespace], int]
@@ -261,15 +262,9 @@ def teller_url(base_url: str) -> str:
 
 def wait_for_signal() -> None:
     """Return on SIGTERM or SIGINT (Ctrl-C); the caller then stops what it serves."""
-    stop = {"now": False}
-
-    def _handler(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    while not stop["now"]:
-        time.sleep(0.2)
+    stop = stop_on(signal.SIGTERM, signal.SIGINT)
+    while not stop.wait(3600):
+        pass
 
 
 if __name__ == "__main__":

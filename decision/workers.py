@@ -40,6 +40,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from decision.settings import Settings
+from decision.stopping import stop_on
 from features.redis_server import RedisServer
 
 log = logging.getLogger(__name__)
@@ -281,8 +282,7 @@ def serve_worker(index: int) -> int:
 
     # Ctrl-C reaches the whole process group: the supervisor alone decides when its processes stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    stop = stop_on(signal.SIGTERM)
     supervisor = os.getppid()
     with Service.start(Settings(), worker=index):
         print(READY, flush=True)

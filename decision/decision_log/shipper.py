@@ -56,6 +56,7 @@ from decision.decision_log.shipped_files import (
     LogDirectoryError,
     StreamId,
 )
+from decision.stopping import StopFlag, stop_on
 from features.redis_keys import KeyLayout
 
 log = logging.getLogger(__name__)
@@ -81,27 +82,6 @@ _RELEASE_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-class StopFlag:
-    """What a signal handler sets to stop the shipper: a plain flag, polled. A ``threading.Event`` set from a
-    handler can deadlock on the lock its own ``wait`` holds in the interrupted main thread (a full test run once
-    left a shipper that SIGTERM no longer stopped)."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def set(self) -> None:
-        self.stopped = True
-
-    def is_set(self) -> bool:
-        return self.stopped
-
-    def wait(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not self.stopped and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
-        return self.stopped
 
 
 class LeaseLost(RuntimeError):
@@ -483,10 +463,8 @@ def run_shipper(
         )
         if once:
             return _ship_once(shipper)
-        stop = StopFlag()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
+        ignores_ctrl_c = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        stop = stop_on(signal.SIGTERM) if ignores_ctrl_c else stop_on(signal.SIGTERM, signal.SIGINT)
         log.info("log shipper %s: shipping to %s", shipper.owner, shipper.directory.url)
         shipper.run(stop, parent_pid=parent_pid)
         return 0
