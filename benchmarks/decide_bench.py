@@ -69,6 +69,7 @@ from decision.pb import decision_pb2_grpc as pb_grpc
 from features.redis_client import connect
 from features.redis_server import RedisServer, free_port
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
+from features.schema import FeatureSchema
 from training.demo_model import load_or_train_demo_model
 from training.population import PERSONAS, generate_population
 
@@ -115,6 +116,9 @@ class World:
     model_dir: Path
     work_dir: Path
     population: list[dict[str, str]]
+    # The definitions the server runs with (its defaults: the bench sets no NBA_SCHEMA_PATH), read once here.
+    schema: FeatureSchema = field(default_factory=FeatureSchema.load)
+    catalogue: Catalogue = field(default_factory=Catalogue.load)
     target: str = ""
     server_pid: int = 0
     decisions: int = 0
@@ -189,12 +193,12 @@ class PeerHook:
 
 def _feast(module: ModuleType, world: World) -> tuple[Any, Callable[[], contextlib.AbstractContextManager[object]]]:
     # Feast's Redis online store in the same Redis server as ours (its keys are its own): the same machine's Redis.
-    peer = module.FeastPeer(world.population)
+    peer = module.FeastPeer(world.population, world.schema)
     return peer, partial(peer.start, world.redis_url)
 
 
 def _mlserver(module: ModuleType, world: World) -> tuple[Any, Callable[[], contextlib.AbstractContextManager[object]]]:
-    peer = module.MLServerPeer(world.population, world.model_dir)
+    peer = module.MLServerPeer(world.population, world.model_dir, world.schema, world.catalogue.action_ids)
     return peer, peer.start
 
 
@@ -311,7 +315,7 @@ def measure_closed(world: World, channel: grpc.Channel, report: Report) -> None:
 
 def measure_frequent(world: World, channel: grpc.Channel, report: Report) -> None:
     persona = next(p for p in world.population if p["customer_id"] == PERSONAS[0])
-    actions = Catalogue.load().action_ids
+    actions = world.catalogue.action_ids
     frequent_customer.prepare(world.redis_url, persona, actions)
     stub = pb_grpc.DecisionServiceStub(channel)
     report.frequent = frequent_customer.measure(stub, world.redis_url, actions, report.sizes.calls)

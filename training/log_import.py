@@ -209,7 +209,7 @@ def write_table(table: pa.Table, path: Path) -> Path:
 def import_log(
     source: Path | pa.Table,
     columns: LogColumns,
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     *,
     catalogue_actions: Sequence[str] | None = None,
     encoding: FeatureEncoding | None = None,
@@ -224,7 +224,6 @@ def import_log(
     model's way and its actions must be among ``known_actions``. ``now`` stands in for the log's clock when a
     raw timestamp feature needs one and the log has no time column.
     """
-    schema = schema or FeatureSchema.load()
     table = source if isinstance(source, pa.Table) else read_table(source)
     where = "" if isinstance(source, pa.Table) else str(source)
     if table.num_rows == 0:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from decision.catalogue import Catalogue
 from decision.models import Deployment, ModelCard, Registry
 from features.schema import FeatureSchema
 from training.artifact import ModelArtifact
@@ -69,6 +70,16 @@ class Trained:
         return ModelCard.read(self.directory)
 
 
+def configured_definitions() -> tuple[FeatureSchema, Catalogue]:
+    """The feature schema and catalogue the service is configured with (``NBA_SCHEMA_PATH``,
+    ``NBA_CATALOGUE_PATH``): what the commands train, evaluate, score and export with, and what ``publish``
+    checks a model against."""
+    from decision.app import definitions
+    from decision.settings import Settings
+
+    return definitions(Settings())
+
+
 def default_registry() -> Path:
     """``registry`` under the service's data directory (``NBA_DATA_DIR``, default ``.nba-data``)."""
     from decision.settings import Settings
@@ -86,8 +97,6 @@ def load_log(
 ) -> ImportedLog:
     """Read and check a CSV/Parquet log, or a shipped log directory (``LogError`` names the column and rows when
     it cannot be used)."""
-    from decision.catalogue import Catalogue
-
     columns = LogColumns(
         action=action_column,
         outcome=outcome_column,
@@ -95,8 +104,8 @@ def load_log(
         features=tuple(feature_columns) if feature_columns is not None else None,
         time=time_column,
     )
-    schema = FeatureSchema.load()
-    return import_log(log_source(path, schema), columns, schema, catalogue_actions=Catalogue.load().action_ids)
+    schema, catalogue = configured_definitions()
+    return import_log(log_source(path, schema), columns, schema, catalogue_actions=catalogue.action_ids)
 
 
 def train(
@@ -116,16 +125,16 @@ def train(
     options = options or TrainingOptions()
     if params:
         options = TrainingOptions(**{**options.__dict__, "params": {**options.params, **params}})
-    from decision.catalogue import Catalogue
-
     registry_at = Registry(Path(registry or default_registry()))
-    directory = train_model(log, registry_at, options, schema=FeatureSchema.load(), catalogue=Catalogue.load())
+    schema, catalogue = configured_definitions()
+    directory = train_model(log, registry_at, options, schema=schema, catalogue=catalogue)
     return Trained(directory.name, directory)
 
 
 def load_model(model: str | Path, registry: Path | str | None = None) -> ModelArtifact:
     """A model by version id, ``latest`` or directory."""
-    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model), FeatureSchema.load())
+    schema, _ = configured_definitions()
+    return ModelArtifact.load(Registry(Path(registry or default_registry())).resolve(model), schema)
 
 
 def evaluate(
@@ -186,7 +195,6 @@ def publish(
     feature schema, is damaged or does not give probabilities for every catalogue action is refused
     (``ModelError``) and what serves stays as it is.
     """
-    from decision.catalogue import Catalogue
     from decision.deployment import check_model
     from decision.settings import Settings
 
@@ -205,7 +213,6 @@ def publish(
 def rollback(*, note: str = "", registry: Path | str | None = None) -> Deployment:
     """``nba rollback``: the deployment before the live one serves again, once each of its models is checked as
     a server would load it (a model damaged since it was published is refused: ``ModelError``)."""
-    from decision.catalogue import Catalogue
     from decision.deployment import check_model
     from decision.settings import Settings
 
@@ -234,12 +241,15 @@ def export_decision_log(
     from training.stream_export import export_decision_log as export
     from training.stream_export import export_shipped_log
 
+    schema, _ = configured_definitions()
     client = redis.Redis.from_url(redis_url) if redis_url else None
     try:
         if log_dir is not None:
-            table = export_shipped_log(log_dir, client, answered_only=answered_only, chosen_only=chosen_only)
+            table = export_shipped_log(
+                log_dir, client, schema=schema, answered_only=answered_only, chosen_only=chosen_only
+            )
         elif client is not None:
-            table = export(client, answered_only=answered_only, chosen_only=chosen_only)
+            table = export(client, schema=schema, answered_only=answered_only, chosen_only=chosen_only)
         else:
             raise LogError("export-log: give --redis-url, --log-dir or both")
     finally:
@@ -278,8 +288,6 @@ def simulate_demo_log(
     seed: int = 7,
 ) -> Path:
     """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
-    from decision.catalogue import Catalogue
-
     table = simulate_decision_log(
         customers,
         decisions_per_customer,
@@ -348,5 +356,11 @@ def simulate(
             Path(model) if model is not None else None,
         )
     return run(
-        Path(population), live, candidate, schema=FeatureSchema.load(), touchpoint=touchpoint, limit=limit, now=now
+        Path(population),
+        live,
+        candidate,
+        schema=configured_definitions()[0],
+        touchpoint=touchpoint,
+        limit=limit,
+        now=now,
     )

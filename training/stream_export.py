@@ -60,7 +60,7 @@ def export_decision_log(
     client: redis.Redis,
     *,
     key_prefix: str = DEFAULT_PREFIX,
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     answered_only: bool = False,
     chosen_only: bool = False,
     since_ms: int | None = None,
@@ -86,7 +86,7 @@ def export_shipped_log(
     client: redis.Redis | None = None,
     *,
     key_prefix: str = DEFAULT_PREFIX,
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     answered_only: bool = False,
     chosen_only: bool = False,
     since_ms: int | None = None,
@@ -128,14 +128,13 @@ def decision_table(
     decisions: Iterable[Mapping[str, Any]],
     outcomes: Iterable[Mapping[str, Any]],
     *,
-    schema: FeatureSchema | None = None,
+    schema: FeatureSchema,
     answered_only: bool = False,
     chosen_only: bool = False,
 ) -> pa.Table:
     """The export's table from decision and outcome entries (each a mapping of the stream entry's fields, from
     Redis or from the shipped files), oldest decision first. A decision id seen twice is kept once, the first:
     the shipped files hold each once, and this guards a reader against a copy in Redis and in a file."""
-    schema = schema or FeatureSchema.load()
     answers: dict[tuple[str, str], str] = {}
     for fields in outcomes:
         answers[(fields["decision_id"], fields["action_id"])] = fields["outcome"]

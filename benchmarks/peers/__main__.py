@@ -22,9 +22,11 @@ from benchmarks.peers.errors import WrongAnswer
 from benchmarks.peers.feast_peer import FeastPeer
 from benchmarks.peers.mlserver_peer import MLServerPeer
 from benchmarks.peers.venv import DEFAULT_ROOT
+from decision.catalogue import Catalogue
 from features.redis_client import connect
 from features.redis_server import RedisServer
 from features.redis_store import RedisOnlineStore, RedisStoreConfig
+from features.schema import FeatureSchema
 from training.demo_model import load_or_train_demo_model
 from training.population import generate_population
 
@@ -55,13 +57,16 @@ def running(
 ) -> Iterator[FeastPeer | MLServerPeer]:
     root = args.root
     if name == "feast":
-        feast = FeastPeer(population, root)
+        feast = FeastPeer(population, FeatureSchema.load(), root)
         report_install(feast.name, feast.install(), feast.venv.first_install_seconds)
         with feast.start(redis_url):
             yield feast
     elif name == "mlserver":
         model_dir = load_or_train_demo_model(DEMO_MODEL_DIR)
-        mlserver = MLServerPeer(population, model_dir, root, parallel_workers=args.mlserver_parallel_workers)
+        mlserver = MLServerPeer(
+            population, model_dir, FeatureSchema.load(), Catalogue.load().action_ids, root,
+            parallel_workers=args.mlserver_parallel_workers,
+        )  # fmt: skip
         report_install(mlserver.name, mlserver.install(), mlserver.venv.first_install_seconds)
         with mlserver.start():
             yield mlserver

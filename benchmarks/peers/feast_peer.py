@@ -171,11 +171,11 @@ class FeastPeer:
     def __init__(
         self,
         population: Sequence[Mapping[str, str]],
+        schema: FeatureSchema,
         root: Path = DEFAULT_ROOT,
-        schema: FeatureSchema | None = None,
     ) -> None:
         self.population = population
-        self.schema = schema or FeatureSchema.load()
+        self.schema = schema
         self.venv = PeerVenv(self.name, REQUIREMENTS, Path(root))
         self.repo = Path(root).resolve() / self.name / "repo"
         self.timings: dict[str, float] = {}

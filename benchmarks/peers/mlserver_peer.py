@@ -28,7 +28,6 @@ from benchmarks.peers import v2_protocol as v2
 from benchmarks.peers.errors import WrongAnswer
 from benchmarks.peers.process import ServerProcess
 from benchmarks.peers.venv import DEFAULT_ROOT, PeerVenv
-from decision.catalogue import Catalogue
 from decision.models import ModelCard
 from decision.scoring import LightGBMScorer
 from features.redis_server import free_port
@@ -121,21 +120,21 @@ class MLServerPeer:
         self,
         population: Sequence[Mapping[str, str]],
         model_dir: Path,
+        schema: FeatureSchema,
+        action_ids: Sequence[str],
         root: Path = DEFAULT_ROOT,
-        schema: FeatureSchema | None = None,
         now: float | None = None,
         parallel_workers: int | None = None,
     ) -> None:
         self.population = population
         self.parallel_workers = parallel_workers
         self.model_dir = Path(model_dir)
-        self.schema = schema or FeatureSchema.load()
+        self.schema = schema
         self.venv = PeerVenv(self.name, REQUIREMENTS, Path(root))
         self.models = Path(root).resolve() / self.name / "models"
         self.timings: dict[str, float] = {}
         self.scorer = LightGBMScorer(self.model_dir, self.schema)
         now = time.time() if now is None else now
-        action_ids = Catalogue.load().action_ids
         self._values = [self.schema.parse(customer, now) for customer in population]
         self._actions = [candidate_actions(i, action_ids) for i in range(len(population))]
         self._rows = [self.scorer.rows(v, a) for v, a in zip(self._values, self._actions, strict=True)]

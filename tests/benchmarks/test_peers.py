@@ -28,12 +28,14 @@ FEATURES = [f.name for f in SCHEMA.features]
 
 @pytest.fixture()
 def feast(population, tmp_path) -> FeastPeer:
-    return FeastPeer(population, root=tmp_path / "peers")
+    return FeastPeer(population, SCHEMA, root=tmp_path / "peers")
 
 
 @pytest.fixture(scope="module")
 def mlserver(population, demo_model_dir, tmp_path_factory) -> MLServerPeer:
-    return MLServerPeer(population, demo_model_dir, root=tmp_path_factory.mktemp("peers"))
+    return MLServerPeer(
+        population, demo_model_dir, SCHEMA, Catalogue.load().action_ids, root=tmp_path_factory.mktemp("peers")
+    )
 
 
 # ---- Feast ---------------------------------------------------------------------------------------------------

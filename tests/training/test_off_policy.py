@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.schema import FeatureSchema
 from training.log_import import ImportedLog, LogColumns, import_log
 from training.off_policy import DEFAULT_MAX_WEIGHT, Estimate, difference, evaluate_policy, self_normalised
 
 OPEN_BANDIT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "open_bandit"
 COLUMNS = LogColumns(action="item_id", outcome="click", propensity="propensity_score")
+SCHEMA = FeatureSchema.load()
 ITEMS = 80
 
 
@@ -28,7 +30,7 @@ def _open_bandit(policy: str) -> ImportedLog:
         if os.environ.get("CI"):
             pytest.fail(f"the Open Bandit sample is missing: {path}")
         pytest.skip(f"the Open Bandit sample is not beside the repository ({path})")
-    return import_log(path, COLUMNS)
+    return import_log(path, COLUMNS, SCHEMA)
 
 
 @pytest.fixture(scope="module")

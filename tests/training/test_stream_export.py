@@ -19,6 +19,8 @@ from training.stream_export import export_decision_log
 
 pytestmark = pytest.mark.usefixtures("fresh_contact_history")
 
+SCHEMA = FeatureSchema.load()
+
 
 def decide(stub, customer: str, touchpoint: int, **context: str) -> pb.DecideResponse:
     request = pb.DecideRequest(
@@ -59,7 +61,7 @@ def rows_of(table: pa.Table, decision_id: str) -> list[dict]:
 
 def test_each_offered_action_is_a_row_with_its_outcome_and_the_features_as_decided(decided, redis_client, service):
     service.flush_log()  # decisions without side effects are logged a moment later
-    table = export_decision_log(redis_client)
+    table = export_decision_log(redis_client, schema=SCHEMA)
     gold = rows_of(table, decided["gold"].decision_id)
     assert [r["action"] for r in gold] == [a.action_id for a in decided["gold"].actions]
     assert [r["rank"] for r in gold] == list(range(1, len(gold) + 1))
@@ -90,7 +92,7 @@ def test_each_offered_action_is_a_row_with_its_outcome_and_the_features_as_decid
 
 def test_chosen_only_keeps_each_decisions_first_action_with_its_propensity(since_ms, decided, redis_client, service):
     service.flush_log()
-    table = export_decision_log(redis_client, chosen_only=True, since_ms=since_ms)
+    table = export_decision_log(redis_client, schema=SCHEMA, chosen_only=True, since_ms=since_ms)
     for decision in decided.values():
         rows = rows_of(table, decision.decision_id)
         assert [(r["rank"], r["action"], r["propensity"]) for r in rows] == [
@@ -99,7 +101,7 @@ def test_chosen_only_keeps_each_decisions_first_action_with_its_propensity(since
 
 
 def test_answered_only_keeps_the_actions_whose_outcome_came_back(since_ms, decided, redis_client):
-    table = export_decision_log(redis_client, answered_only=True, since_ms=since_ms)
+    table = export_decision_log(redis_client, schema=SCHEMA, answered_only=True, since_ms=since_ms)
     ids = {decided[k].decision_id for k in ("gold", "italian", "bank")}
     mine = [r for r in table.to_pylist() if r["decision_id"] in ids]
     assert sorted(r["outcome"] for r in mine) == ["ACCEPTED", "DECLINED"]
@@ -111,7 +113,7 @@ def test_the_export_command_writes_a_log_the_importer_reads_with_the_services_en
     out = tmp_path / "export.parquet"
     assert main(["export-log", "--redis-url", loaded_redis.url, "--out", str(out)]) == 0
     assert capsys.readouterr().out.startswith("exported ")
-    log = import_log(out, LogColumns(action="action", outcome="accepted"))
+    log = import_log(out, LogColumns(action="action", outcome="accepted"), SCHEMA)
     assert log.encoding.servable and log.columns.time == "decided_at"
     assert list(log.columns.features or ()) == FeatureSchema.load().model_feature_names
     assert log.propensities is None
