@@ -283,7 +283,7 @@ def decide(target: str, customer: str = "demo-italian") -> pb.DecideReply:
         )
 
 
-def ship_log_command(redis_url: str, log_dir: Path, *args: str) -> list[str]:
+def ship_log_command(redis_url: str, log_dir: Path | str, *args: str) -> list[str]:
     """``nba ship-log`` over a Redis and a log directory, as a command line."""
     return [
         sys.executable,

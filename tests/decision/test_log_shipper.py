@@ -20,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -29,7 +30,7 @@ from redis.retry import Retry
 from decision.decision_log.shipped_files import COLUMNS, DECISIONS, LogDirectory, StreamId
 from decision.decision_log.shipper import EXIT_AT_ENV, EXIT_CODE, READ_PAGE
 from features.redis_keys import KeyLayout
-from features.redis_server import RedisServer
+from features.redis_server import RedisServer, free_port
 from tests.helpers import ship_log_command
 
 KEYS = KeyLayout()
@@ -365,3 +366,56 @@ def test_a_batch_across_midnight_is_a_file_per_day_and_none_is_renamed_before_al
     ]
     assert ["date=2026-12-03" in files[0][2], "date=2026-12-04" in files[1][2]] == [True, True]
     assert directory.watermark(DECISIONS) == StreamId(midnight_ms + 1, 0)
+
+
+@pytest.fixture()
+def s3_endpoint(tmp_path: Path) -> Iterator[str]:
+    """An S3-compatible server (moto's) on 127.0.0.1, with one bucket, ``nba-log``: its host:port."""
+    port = free_port()
+    with (tmp_path / "s3.log").open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
+    try:
+        endpoint = f"127.0.0.1:{port}"
+        s3 = pafs.S3FileSystem(
+            access_key="test", secret_key="test", region="us-east-1", scheme="http", endpoint_override=endpoint,
+            allow_bucket_creation=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                s3.create_dir("nba-log")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "s3.log").read_text()
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_log_ships_to_an_object_store_and_reads_back_once(client, own_redis, tmp_path, s3_endpoint, monkeypatch):
+    """NBA_LOG_DIR as an s3:// URL: the files land in the bucket, and a second shipper finds its watermark in the
+    objects' names (nothing shipped twice)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    url = f"s3://nba-log/log?endpoint_override={s3_endpoint}&scheme=http"
+    ids = add_decisions(client, 130)
+
+    first = subprocess.run(
+        ship_log_command(own_redis.url, url, "--once"), env=shipper_env(), capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    ids += add_decisions(client, 10)
+    second = subprocess.run(
+        ship_log_command(own_redis.url, url, "--once"), env=shipper_env(), capture_output=True, text=True, timeout=120
+    )
+
+    assert second.returncode == 0, second.stderr
+    assert "shipped 10 entries" in second.stdout
+    assert sorted(r["decision_id"] for r in LogDirectory(url).read(DECISIONS)) == sorted(ids)
+    assert len(LogDirectory(url).files(DECISIONS)) == 5  # batches of 40, then the 10
+    assert client.xlen(KEYS.decisions_stream) == 0
