@@ -36,6 +36,9 @@ def connect(config: ClientConfig) -> redis.Redis:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         health_check_interval=0,
+        # RESP2, whose connections need no HELLO: redis-py 8 speaks RESP3 by default, and its HELLO on every
+        # reconnect waited out the whole socket timeout for a stopped Redis, past the caller's deadline.
+        protocol=2,
         # No CLIENT SETINFO round trips on each (re)connect: a connection is ready once TCP is, so a call bounded
         # by a caller's deadline (RoundTrip) never waits out the full socket timeout in a handshake.
         driver_info=None,
