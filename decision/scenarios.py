@@ -17,12 +17,11 @@ from typing import Any
 
 import yaml
 
-from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
-from decision.flow import DecisionFlow, FlowLimits
+from decision.flow import FlowLimits
+from decision.offline import offline_flow
 from decision.strategy import Strategy
 from features.contact_history import Contact
-from features.memory_store import MemoryOnlineStore
 from features.schema import FeatureSchema
 
 DEFAULT_SCENARIO_DIR = Path(__file__).resolve().parent.parent / "rules" / "scenarios"
@@ -318,20 +317,13 @@ class ScenarioRunner:
 
     def run(self, scenario: Scenario) -> ScenarioResult:
         now = self.clock()
-        store = MemoryOnlineStore()
+        limits = FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3)
+        offline = offline_flow(self.strategy, self.schema, limits, now, scenario.capacity_left)
         profile = scenario.profile(self.schema, now)
         if profile is not None:
-            store.write_profiles([profile], now)
-        store.record_contacts(scenario.customer_id, scenario.contact_history(now), now)
-        flow = DecisionFlow(
-            store=store,
-            schema=self.schema,
-            strategy=self.strategy,
-            decision_log=MemoryDecisionLog(store, scenario.capacity_left),
-            limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3),
-            clock=lambda: now,
-        )
-        decision = flow.decide(scenario.request())
+            offline.store.write_profiles([profile], now)
+        offline.store.record_contacts(scenario.customer_id, scenario.contact_history(now), now)
+        decision = offline.flow.decide(scenario.request())
         return ScenarioResult(scenario, check(decision, scenario.expect), decision)
 
     def run_all(self, scenarios: Sequence[Scenario]) -> list[ScenarioResult]:

@@ -24,7 +24,7 @@ from decision.catalogue import Catalogue
 from decision.models import ACTION_FEATURE, MODEL_FILE, ModelCard, ModelError
 from features.schema import FeatureSchema
 from training.lightgbm_params import lightgbm_params
-from training.population import generate_population, simulate_responses
+from training.population import demo_definitions, generate_population, simulate_responses
 
 ACTIONS_PER_CUSTOMER = 4
 VALID_SHARE = 0.2
@@ -76,8 +76,7 @@ def train_demo_model(
     Returns ``out_dir``.
     """
     started = time.perf_counter()
-    schema = FeatureSchema.load()
-    catalogue = Catalogue.load()
+    schema, catalogue = demo_definitions()
     population = generate_population(n_customers, seed=seed, now=REFERENCE_NOW)
     log = simulate_responses(
         population, ACTIONS_PER_CUSTOMER, seed=seed + 1, now=REFERENCE_NOW, schema=schema, catalogue=catalogue
@@ -149,7 +148,7 @@ def load_or_train_demo_model(model_dir: Path, **train_options: Any) -> Path:
     ``train_options`` (passed to ``train_demo_model``). Returns ``model_dir``.
     """
     model_dir = Path(model_dir)
-    if _is_current(model_dir, FeatureSchema.load(), Catalogue.load()):
+    if _is_current(model_dir, *demo_definitions()):
         return model_dir
     return train_demo_model(model_dir, **train_options)
 

@@ -287,15 +287,19 @@ def simulate_demo_log(
     epsilon: float = 0.3,
     seed: int = 7,
 ) -> Path:
-    """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``)."""
+    """``nba demo-log``: a decision log of the demo population with known propensities (``training.demo_log``),
+    made with the shipped schema and catalogue the population is generated for."""
+    from training.population import demo_definitions
+
+    schema, catalogue = demo_definitions()
     table = simulate_decision_log(
         customers,
         decisions_per_customer,
         policy=policy,
         epsilon=epsilon,
         seed=seed,
-        schema=FeatureSchema.load(),
-        catalogue=Catalogue.load(),
+        schema=schema,
+        catalogue=catalogue,
     )
     return write_table(table, Path(output))
 

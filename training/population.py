@@ -109,6 +109,12 @@ PENDING_APPLICATIONS = (
 )
 
 
+def demo_definitions() -> tuple[FeatureSchema, Catalogue]:
+    """The shipped feature schema and catalogue (``features/schema.yaml``, ``rules/actions.yaml``): the ones the
+    demo population, its responses and the demo model are made for, whatever the service is configured with."""
+    return FeatureSchema.load(), Catalogue.load()
+
+
 def generate_population(n: int = 10_000, seed: int = 7, now: float | None = None) -> list[dict[str, str]]:
     """Synthetic customers as Redis-hash-ready string dicts: ``customer_id`` plus every schema feature.
 

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from decision.catalogue import Catalogue
-from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
-from decision.flow import DecisionFlow, FlowLimits
+from decision.flow import FlowLimits
 from decision.models import ModelError
+from decision.offline import offline_flow
 from decision.scoring import LightGBMScorer
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.bulk_load import ID_COLUMN, BulkLoadError, read_table
-from features.memory_store import MemoryOnlineStore
 from features.schema import FeatureSchema
 
 TOUCHPOINT_COLUMN = "touchpoint"
@@ -242,19 +241,14 @@ class PopulationRun:
     """One strategy over the population: the live flow, an in-memory store and log, one clock for every decision."""
 
     def __init__(self, strategy: Strategy, schema: FeatureSchema, now: float) -> None:
-        self.store = MemoryOnlineStore()
-        # Fresh stock: every pool (flight) starts with the catalogue's units, as on the day.
-        self.decision_log = MemoryDecisionLog(self.store)
-        self.flow = DecisionFlow(
-            store=self.store,
-            schema=schema,
-            strategy=strategy,
-            decision_log=self.decision_log,
-            # Feature contributions only word the explanation; skipping them changes no ranking. No exploration:
-            # a what-if compares strategies, and random first actions would blur the difference.
-            limits=FlowLimits(feature_max_age_s=PROFILE_MAX_AGE_S, explain_top_features=0, exploration_share=0.0),
-            clock=lambda: now,
-        )
+        # Feature contributions only word the explanation; skipping them changes no ranking. No exploration:
+        # a what-if compares strategies, and random first actions would blur the difference. Fresh stock: every
+        # pool (flight) starts with the catalogue's units, as on the day.
+        limits = FlowLimits(feature_max_age_s=PROFILE_MAX_AGE_S, explain_top_features=0, exploration_share=0.0)
+        offline = offline_flow(strategy, schema, limits, now)
+        self.store = offline.store
+        self.decision_log = offline.log
+        self.flow = offline.flow
         self.now = now
 
     def decide(self, index: int, row: PopulationRow) -> Decision:

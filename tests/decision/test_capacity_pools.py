@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decision.decision_log import MemoryDecisionLog
 from decision.domain import DecisionRequest, Outcome, Touchpoint, decision_day
 from decision.flow import DecisionFlow, FlowLimits
+from decision.offline import OfflineFlow, offline_flow
 from decision.settings import Settings
 from decision.strategy import Strategy
-from features.memory_store import MemoryOnlineStore
 from tests.helpers import NOW, PASSENGER, SCHEMA, strategy_from
 
 
@@ -37,17 +36,10 @@ def strategy_without_flight_rule(demo_model_dir: Path, tmp_path_factory: pytest.
     return strategy_from(demo_model_dir, policies)
 
 
-def offline_flow(strategy: Strategy, log: MemoryDecisionLog, customers: list[str]) -> DecisionFlow:
-    store = MemoryOnlineStore()
-    store.write_profiles([{"customer_id": c, **PASSENGER} for c in customers], NOW)
-    return DecisionFlow(
-        store=store,
-        schema=SCHEMA,
-        strategy=strategy,
-        decision_log=log,
-        limits=FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3),
-        clock=lambda: NOW,
-    )
+def passengers(strategy: Strategy, customers: list[str]) -> OfflineFlow:
+    offline = offline_flow(strategy, SCHEMA, FlowLimits(feature_max_age_s=7 * 86_400.0, explain_top_features=3), NOW)
+    offline.store.write_profiles([{"customer_id": c, **PASSENGER} for c in customers], NOW)
+    return offline
 
 
 def decide(flow: DecisionFlow, customer: str, touchpoint: Touchpoint, request_id: str = "r1", **context: str):
@@ -55,8 +47,8 @@ def decide(flow: DecisionFlow, customer: str, touchpoint: Touchpoint, request_id
 
 
 def test_no_flight_means_no_seat_from_a_shared_pool_and_the_fallback_stands_in(strategy_without_flight_rule):
-    log = MemoryDecisionLog()
-    flow = offline_flow(strategy_without_flight_rule, log, ["p1", "p2", "p3"])
+    offline = passengers(strategy_without_flight_rule, ["p1", "p2", "p3"])
+    flow, log = offline.flow, offline.log
     for customer in ("p1", "p2", "p3"):
         decision = decide(flow, customer, Touchpoint.CHECKIN_KIOSK)
         assert "upgrade_first_class" not in [a.action_id for a in decision.actions]
@@ -69,8 +61,8 @@ def test_no_flight_means_no_seat_from_a_shared_pool_and_the_fallback_stands_in(s
 
 
 def test_the_offline_log_gives_a_declined_upgrades_seat_back_once(strategy):
-    log = MemoryDecisionLog()
-    flow = offline_flow(strategy, log, ["p1", "p2", "p3"])
+    offline = passengers(strategy, ["p1", "p2", "p3"])
+    flow, log = offline.flow, offline.log
     taken = decide(flow, "p1", Touchpoint.CHECKIN_KIOSK, flight="AZ777")
     assert taken.seats == (("upgrade_first_class", f"AZ777:{decision_day(NOW).isoformat()}"),)
     decide(flow, "p2", Touchpoint.CHECKIN_KIOSK, flight="AZ777")
@@ -82,8 +74,8 @@ def test_the_offline_log_gives_a_declined_upgrades_seat_back_once(strategy):
 
 
 def test_the_offline_log_keeps_one_seat_per_passenger_and_one_pool_per_spelling(strategy):
-    log = MemoryDecisionLog()
-    flow = offline_flow(strategy, log, ["p1", "p2", "p3"])
+    offline = passengers(strategy, ["p1", "p2", "p3"])
+    flow, log = offline.flow, offline.log
     for touchpoint in (Touchpoint.CHECKIN_KIOSK, Touchpoint.CHECKIN_AGENT, Touchpoint.IVR):
         assert decide(flow, "p1", touchpoint, flight="AZ777").actions[0].action_id == "upgrade_first_class"
     assert decide(flow, "p2", Touchpoint.CHECKIN_KIOSK, flight=" az777").actions[0].action_id == "upgrade_first_class"

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.explanation import Narrator, NarratorError
-from decision.flow import DecisionFlow, FlowLimits
+from decision.flow import FlowLimits
+from decision.offline import offline_flow
 from decision.settings import Settings
 from decision.strategy import Strategy
-from features.memory_store import MemoryOnlineStore
 from tests.helpers import SCHEMA, strategy_from
 
 NOW = time.time()
@@ -30,16 +29,9 @@ def strategy(demo_model_dir: Path) -> Strategy:
 
 def decided_for(strategy: Strategy, profile: dict[str, str]) -> Decision:
     """The decision for one customer with ``profile``, at the contact centre (an agent reads the reasons)."""
-    store = MemoryOnlineStore()
-    store.write_profiles([{"customer_id": "c1", **profile}], NOW)
-    flow = DecisionFlow(
-        store=store,
-        schema=SCHEMA,
-        strategy=strategy,
-        decision_log=MemoryDecisionLog(),
-        limits=FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3),
-        clock=lambda: NOW,
-    )
+    offline = offline_flow(strategy, SCHEMA, FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3), NOW)
+    offline.store.write_profiles([{"customer_id": "c1", **profile}], NOW)
+    flow = offline.flow
     return flow.decide(DecisionRequest("c1", Touchpoint.CONTACT_CENTER, {}, "r1", 20))
 
 

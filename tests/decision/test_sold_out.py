@@ -16,10 +16,10 @@ import yaml
 from decision.decision_log import MemoryDecisionLog
 from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import DecisionFlow, FlowLimits
+from decision.offline import offline_flow
 from decision.scoring import Scorer
 from decision.settings import Settings
 from decision.strategy import RuleFiles, load_strategy
-from features.memory_store import MemoryOnlineStore
 from tests.helpers import SCHEMA
 
 NOW = time.time()
@@ -63,17 +63,14 @@ def flow_with(tmp_path: Path, then: list[dict[str, Any]]) -> tuple[DecisionFlow,
     rule = {"id": "recovery", "description": "gold", "when": {"all": [{"field": "tier", "eq": "gold"}]}, "then": then}
     (policies / "recovery.yaml").write_text(yaml.safe_dump({"rules": [rule]}), encoding="utf-8")
     files = RuleFiles(policies, catalogue, Settings(_env_file=None).messages_path)
-    store = MemoryOnlineStore()
-    store.write_profiles([{"customer_id": f"c{n}", "tier": "gold"} for n in range(1, 5)], NOW)
-    log = MemoryDecisionLog(store)
-    flow = DecisionFlow(
-        store=store,
-        schema=SCHEMA,
-        strategy=load_strategy(files, SCHEMA, SameForEveryone()),
-        decision_log=log,
-        limits=FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3),
-        clock=lambda: NOW,
+    offline = offline_flow(
+        load_strategy(files, SCHEMA, SameForEveryone()),
+        SCHEMA,
+        FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3),
+        NOW,
     )
+    offline.store.write_profiles([{"customer_id": f"c{n}", "tier": "gold"} for n in range(1, 5)], NOW)
+    flow, log = offline.flow, offline.log
     return flow, log
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+import yaml
 
-from decision.catalogue import Catalogue
+from decision.catalogue import DEFAULT_CATALOGUE_PATH, Catalogue
 from decision.cli import main
 from decision.models import Registry
 from decision.scoring import LightGBMScorer
-from features.schema import FeatureSchema
+from features.schema import DEFAULT_SCHEMA_PATH, FeatureSchema
 from training import loop
 from training.artifact import ModelArtifact
 from training.demo_log import simulate_decision_log, true_probabilities
@@ -318,3 +319,24 @@ def test_training_the_same_log_twice_gives_two_versions(workdir):
     assert first.version != second.version
     assert (first.directory / "model.txt").read_text() == (second.directory / "model.txt").read_text()
     assert [v["version"] for v in Registry(registry).versions()] == [first.version, second.version]
+
+
+def test_the_commands_read_the_schema_and_catalogue_the_service_is_configured_with(
+    monkeypatch, tmp_path, workdir, demo_log
+):
+    """NBA_SCHEMA_PATH / NBA_CATALOGUE_PATH name what the service runs with; the loop's commands read the same
+    files, so a log is checked against the configured catalogue, not the shipped one."""
+    schema_doc = yaml.safe_load(DEFAULT_SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema_doc["features"]["loyalty_app_user"] = {"type": "boolean", "default": False, "model": False}
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema_doc), encoding="utf-8")
+    catalogue_doc = yaml.safe_load(DEFAULT_CATALOGUE_PATH.read_text(encoding="utf-8"))
+    del catalogue_doc["actions"]["lounge_pass"]
+    (tmp_path / "actions.yaml").write_text(yaml.safe_dump(catalogue_doc, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("NBA_SCHEMA_PATH", str(tmp_path / "schema.yaml"))
+    monkeypatch.setenv("NBA_CATALOGUE_PATH", str(tmp_path / "actions.yaml"))
+
+    schema, catalogue = loop.configured_definitions()
+    assert "loyalty_app_user" in schema.by_name and "loyalty_app_user" not in SCHEMA.by_name
+    assert "lounge_pass" not in catalogue.action_ids and "lounge_pass" in CATALOGUE.action_ids
+    with pytest.raises(loop.LogError, match=r"action: unknown action ids 'lounge_pass'"):
+        loop.load_log(demo_log, "action", "accepted", "propensity", feature_columns=None)
