@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 POOL_KEPT_DAYS = 2
 # How far ahead a pool opens: flights are sold about a year ahead; later dates are no flight's.
 POOL_OPEN_DAYS = 366
+# The reason code of an action no rule gave a reason for: the model ranked it (its features say why).
+MODEL_RANKED = "model_ranked"
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,10 @@ class DecisionFlow:
         # 1. Features: the profile and contact history (and a retry's stored decision), in one round trip.
         decision_id = decision_id_for(request)
         record = self._read_features(request, decision_id, strategy.eligibility.contact_query, degraded)
-        # A retry (the same request_id) names the same decision: the one answered before.
+        # A retry (the same request_id) names the same decision: the one answered before, retold in the
+        # language the retry asks for (a teller switching the page's language) without offering anything anew.
         if (earlier := self.decision_log.answered(decision_id, record.also)) is not None:
-            return earlier
+            return self._retold(earlier, request, record, strategy, now)
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
         freshness = self._freshness(record, now, degraded)
 
@@ -218,6 +221,57 @@ class DecisionFlow:
             raise NotFound(f"decision_id: no decision {decision_id!r} (unknown or expired)") from None
         except DecisionLogUnavailable as exc:
             raise Unavailable(f"outcome not stored, retry: {exc}") from None
+
+    def _retold(
+        self, earlier: Decision, request: DecisionRequest, record: CustomerRecord, strategy: Strategy, now: float
+    ) -> Decision:
+        """The decision answered before, in the language the rules choose for this retry when that is another
+        one (its ``context.language`` changed): the same actions, scores, reasons and trace in new words. Nothing
+        is offered, counted, taken or logged anew, and the follow-ups keep the words they were queued with; when
+        one of its actions has left the catalogue since, the decision as answered."""
+        asked = request.context.get("language")
+        if not asked or asked == earlier.explanation.language:
+            return earlier
+        values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()
+        policy = strategy.eligibility
+        fact = policy.fact(values, request.touchpoint, request.context, record.contact_counts, record.found)
+        language = policy.evaluate(fact, request.touchpoint, decision_day(now)).language
+        actions = [strategy.catalogue.actions.get(a.action_id) for a in earlier.actions]
+        if language == earlier.explanation.language or None in actions:
+            return earlier
+        known = [a for a in actions if a is not None]
+        told = strategy.narrator.narrate(
+            values=values,
+            context=request.context,
+            touchpoint=earlier.touchpoint,
+            known=record.found,
+            eligible=Eligible(
+                actions=known,
+                # the rules' reasons; an action the model alone ranked is explained by its features again
+                reasons={a.action_id: [c for c in a.reason_codes if c != MODEL_RANKED] for a in earlier.actions},
+                language=language,
+                channel=earlier.channel.channel,
+                channel_reason=earlier.channel.reason_code,
+            ),
+            ranked=[Ranked(k, a.score, a.propensity, a.mandatory) for k, a in zip(known, earlier.actions, strict=True)],
+            top_features=[(f.feature, f.contribution) for f in earlier.explanation.top_features],
+        )
+        return replace(
+            earlier,
+            actions=tuple(
+                replace(a, title=k.title(language), message=told.messages[i])
+                for i, (k, a) in enumerate(zip(known, earlier.actions, strict=True))
+            ),
+            explanation=replace(
+                earlier.explanation,
+                language=language,
+                text=told.text,
+                greeting=told.greeting,
+                top_features=told.top_features,
+            ),
+            channel=told.channel,
+            open_items=told.open_items,
+        )
 
     # -- stages --------------------------------------------------------------------------------------------
 
@@ -305,7 +359,7 @@ class DecisionFlow:
                 propensity=r.propensity,
                 value=r.action.value,
                 mandatory=r.mandatory,
-                reason_codes=tuple(eligible.reasons.get(r.action.action_id, ())) or ("model_ranked",),
+                reason_codes=tuple(eligible.reasons.get(r.action.action_id, ())) or (MODEL_RANKED,),
                 rank=i + 1,
                 message=told.messages[i],
             )

@@ -53,6 +53,7 @@ class DecisionServiceServicer:
     def Decide(self, request, context):
         """Decide the next best actions for one customer at one touchpoint.
         A retry with the same request_id returns the same decision and has no second side effect.
+        A retry asking another context.language gets the same decision retold in that language.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,6 +46,34 @@ def test_the_explanation_names_the_top_feature_and_changes_with_its_value(strate
     assert f"given {top.label}," not in without.explanation.text
 
 
+def test_a_retry_in_another_language_retells_the_decision_in_the_words_a_new_one_would_have(strategy: Strategy):
+    """A teller switching the page's language sends the visit's request again with ``context.language``: the same
+    decision in that language, as a decision made in it from the start reads, and nothing offered anew."""
+    limits = FlowLimits(feature_max_age_s=86_400.0, explain_top_features=3)
+    profile = {"customer_id": "c1", **BANK_CUSTOMER, "last_name": "Rossi", "title": "Mr"}
+    offline = offline_flow(strategy, SCHEMA, limits, NOW)
+    offline.store.write_profiles([profile], NOW)
+    first = offline.flow.decide(DecisionRequest("c1", Touchpoint.BRANCH_TELLER, {}, "visit-1", 3))
+    assert first.explanation.language == "en" and first.actions
+
+    for language in ("it", "zh-Hant", "en"):
+        again = DecisionRequest("c1", Touchpoint.BRANCH_TELLER, {"language": language}, "visit-1", 3)
+        retold = offline.flow.decide(again)
+        # what a decision made in this language from the start says, for the same request
+        fresh = offline_flow(strategy, SCHEMA, limits, NOW)
+        fresh.store.write_profiles([profile], NOW)
+        told = fresh.flow.decide(again)
+        assert retold.decision_id == first.decision_id
+        assert retold.explanation.language == language
+        assert [(a.action_id, a.score) for a in retold.actions] == [(a.action_id, a.score) for a in first.actions]
+        assert [(a.title, a.message) for a in retold.actions] == [(a.title, a.message) for a in told.actions]
+        assert retold.explanation.greeting == told.explanation.greeting
+        assert retold.explanation.text == told.explanation.text
+        assert retold.explanation.top_features == told.explanation.top_features
+    assert retold == first, "back in the decision's own language: the decision as answered"
+    assert list(offline.log.decisions) == [first.decision_id], "retelling logs nothing and counts no offer"
+
+
 def messages_with(tmp_path: Path, change) -> Path:
     """A copy of the shipped messages file with ``change`` applied to its parsed document."""
     document = yaml.safe_load(MESSAGES.read_text(encoding="utf-8"))

@@ -217,7 +217,8 @@ def test_the_language_follows_the_customer_and_the_teller_can_switch_it(teller):
     page_language(page, "zh-Hant")
     page.locator("#greeting", has_text="歡迎").wait_for()
     assert page.get_by_role("button", name="查詢").is_visible()
-    assert page.locator("#decision").get_attribute("data-decision-id") != first_decision  # asked again
+    # The same decision retold in the teller's choice, not a new one
+    assert page.locator("#decision").get_attribute("data-decision-id") == first_decision
     assert focused(page) == "language=zh-Hant", "the focus stays on the switch"
     screenshot(page, "7-traditional-chinese")
 
@@ -232,6 +233,40 @@ def test_the_language_follows_the_customer_and_the_teller_can_switch_it(teller):
     look_up(page, BANK_CUSTOMER)
     page_language(page, "en")
     page.locator("#greeting", has_text="Welcome back").wait_for()
+
+
+def test_switching_the_language_back_and_forth_retells_one_decision_and_counts_no_new_offers(
+    teller, service, redis_client
+):
+    """English -> Italiano -> Traditional Chinese -> English for an untouched customer: every switch shows the
+    visit's one decision in the new words; the contact policy (at most 6 offers a visit) counts its offers once."""
+    page = teller
+    look_up(page, BANK_CUSTOMER)
+    page_language(page, "en")
+    page.locator("#greeting", has_text="Welcome back").wait_for()
+    decision = page.locator("#decision")
+    decision_id = decision.get_attribute("data-decision-id")
+    titles = page.locator(".action .action-title").all_inner_texts()
+    assert titles, "an untouched bank customer gets offers"
+    service.flush_log()
+    counted = redis_client.hgetall(KEYS.contacts(BANK_CUSTOMER))
+    assert counted, "the offers are counted in the contact history"
+
+    switches = (("Italiano", "it", "Che piacere"), ("繁體中文", "zh-Hant", "歡迎"), ("English", "en", "Welcome"))
+    for name, language, greeting in switches:
+        page.get_by_role("radio", name=name).check()
+        page_language(page, language)
+        page.locator("#greeting", has_text=greeting).wait_for()
+        assert decision.get_attribute("data-decision-id") == decision_id
+        shown = page.locator(".action .action-title").all_inner_texts()
+        assert len(shown) == len(titles), f"{language}: the same offers, not fewer"
+    assert page.locator(".action .action-title").all_inner_texts() == titles
+    # Looking the customer up again within the visit shows the same decision too.
+    look_up(page, BANK_CUSTOMER)
+    page.locator("#lookup-button:enabled").wait_for()
+    assert decision.get_attribute("data-decision-id") == decision_id
+    service.flush_log()
+    assert redis_client.hgetall(KEYS.contacts(BANK_CUSTOMER)) == counted, "no offer counted twice"
 
 
 def test_a_newer_services_open_items_are_preferred_and_fields_the_page_does_not_know_are_ignored(teller):

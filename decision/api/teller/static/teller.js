@@ -11,12 +11,15 @@
     ["DECLINED", "decline", "decline"],
     ["IGNORED", "not_now", "not-now"],
   ];
+  // A visit ends when another customer is looked up, or after this long without a lookup.
+  const VISIT_IDLE_MS = 30 * 60 * 1000;
   const state = {
     config: { languages: [FALLBACK_LANGUAGE], sensitive: {}, continuity: {} },
     strings: {},
     language: FALLBACK_LANGUAGE, // the page's own words
     customerId: null,
     decision: null,
+    visit: { customerId: null, requestId: "", lastLookUp: 0 },
   };
   const $ = (id) => document.getElementById(id);
 
@@ -46,10 +49,23 @@
   // -- talking to the service --------------------------------------------------------------------------
 
   function newRequestId() {
-    // A retry of the same lookup reuses its id, so the service answers with the same decision.
     const bytes = new Uint8Array(16);
     crypto.getRandomValues(bytes);
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // One visit, one decision: looking the same customer up again, or switching the language, sends the visit's
+  // request id again, and the service answers with the decision it made (retold in the language asked for)
+  // instead of making offers anew, which the contact policy would count against the customer.
+  function visitRequestId(customerId) {
+    const now = Date.now();
+    const visit = state.visit;
+    if (visit.customerId !== customerId || now - visit.lastLookUp > VISIT_IDLE_MS) {
+      state.visit = { customerId, requestId: newRequestId(), lastLookUp: now };
+    } else {
+      visit.lastLookUp = now;
+    }
+    return state.visit.requestId;
   }
 
   async function postJson(path, body) {
@@ -110,7 +126,11 @@
     markInput(false);
     say(text("looking_up", { id: shortId(customerId) }), "info");
     $("lookup-button").disabled = true;
-    const request = { customerId, touchpoint: state.config.touchpoint || "BRANCH_TELLER", requestId: newRequestId() };
+    const request = {
+      customerId,
+      touchpoint: state.config.touchpoint || "BRANCH_TELLER",
+      requestId: visitRequestId(customerId),
+    };
     if (language) request.context = { language };
     const reply = await postJson("/v1/decide", request);
     $("lookup-button").disabled = false;
