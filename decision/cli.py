@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -24,18 +25,20 @@ import grpc
 from google.protobuf import json_format
 from pydantic import ValidationError
 
-from decision import validation
+from decision import discovery, validation
 from decision.decision_log.shipper_process import shipping_beside
 from decision.errors import InvalidArgument
 from decision.pb import decision_pb2 as pb
 from decision.pb import decision_pb2_grpc as pb_grpc
 from decision.settings import Settings
-from decision.stopping import stop_on
+from decision.stopping import StopFlag, stop_on
 
 COMMAND_GROUP = "nba.commands"
 Handler = Callable[[argparse.Namespace], int]
 AddCommands = Callable[[Any], dict[str, Handler]]
 """An ``nba.commands`` entry point: adds subcommands to argparse's subparsers action; returns {name: handler}."""
+TARGET_HELP = "HOST:PORT of the service (default: the running service, else NBA_HOST:NBA_PORT)"
+REDIS_HELP = "the Redis the service reads (default: NBA_REDIS_URL, else the running service's)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,24 +52,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(handlers[args.command](args) or 0)
+        code = int(handlers[args.command](args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is met by the handler below
+        return code
     except InvalidArgument as exc:
         print(f"nba {args.command}: {exc.message}", file=sys.stderr)
         return 2
     except ValidationError as exc:
         print(f"nba {args.command}: invalid NBA_* settings: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``nba decide ... | head``): stop quietly, with the status a shell gives a command
+        # its pipe closed on; stdout goes to /dev/null so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def add_serving_commands(commands: Any) -> dict[str, Handler]:
-    """serve, decide, outcome, load and incident: run the service, talk to it, write its features."""
+    """serve, decide, outcome, describe, call, load, incident and ship-log: run the service, talk to it, write its
+    features, move its log."""
     serve = commands.add_parser("serve", help="serve gRPC with the settings from NBA_* variables")
     serve.add_argument(
         "--workers", type=int, default=None, help="server processes sharing the port (default: NBA_WORKERS, 1)"
     )
 
     decide = commands.add_parser("decide", help="ask a running service for a decision")
-    decide.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of the service")
+    decide.add_argument("--target", default=None, help=TARGET_HELP)
     decide.add_argument("--customer", required=True, help="customer id")
     decide.add_argument("--touchpoint", required=True, help="CHECKIN_KIOSK, CHECKIN_AGENT, IVR, ...")
     decide.add_argument("--context", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. flight=AZ610")
@@ -76,24 +87,36 @@ def add_serving_commands(commands: Any) -> dict[str, Handler]:
     decide.add_argument("--json", action="store_true", help="print the whole decision as JSON")
 
     outcome = commands.add_parser("outcome", help="record what the customer did with an action")
-    outcome.add_argument("--target", default="127.0.0.1:50051")
+    outcome.add_argument("--target", default=None, help=TARGET_HELP)
     outcome.add_argument("--decision-id", required=True)
     outcome.add_argument("--action", required=True)
     outcome.add_argument("--outcome", required=True, choices=["ACCEPTED", "DECLINED", "IGNORED"])
 
     load = commands.add_parser("load", help="bulk load customer profiles from CSV or Parquet")
     load.add_argument("file", type=Path)
-    load.add_argument("--redis-url", required=True)
+    load.add_argument("--redis-url", default=None, help=REDIS_HELP)
 
     incident = commands.add_parser("incident", help="report a service incident now (real-time feature write)")
-    incident.add_argument("--redis-url", required=True)
+    incident.add_argument("--redis-url", default=None, help=REDIS_HELP)
     incident.add_argument("--customer", required=True)
     incident.add_argument("--type", required=True, help="ife_broken, seat_broken, delay, lost_bag, card_dispute")
     incident.add_argument("--flight", default="")
     incident.add_argument("--long-haul", action="store_true")
 
+    describe = commands.add_parser(
+        "describe", help="the running service's API by gRPC reflection: services, a service, method or message"
+    )
+    describe.add_argument("symbol", nargs="?", default="", help="e.g. nba.v1.DecisionService, nba.v1.DecideRequest")
+    describe.add_argument("--target", default=None, help=TARGET_HELP)
+
+    call = commands.add_parser("call", help="call any method of the running service with a JSON request")
+    call.add_argument("method", help="SERVICE/METHOD, e.g. nba.v1.DecisionService/Decide")
+    call.add_argument("request", nargs="?", default="{}", help="the request as JSON ('-' reads it from stdin)")
+    call.add_argument("--target", default=None, help=TARGET_HELP)
+    call.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+
     ship = commands.add_parser("ship-log", help="move the decision log from Redis to Parquet files (the log shipper)")
-    ship.add_argument("--redis-url", default=None, help="default: NBA_REDIS_URL")
+    ship.add_argument("--redis-url", default=None, help=REDIS_HELP)
     ship.add_argument("--log-dir", default=None, help="a directory or filesystem URL (default: NBA_LOG_DIR)")
     how = ship.add_mutually_exclusive_group()
     how.add_argument("--once", action="store_true", help="ship what is there, then exit")
@@ -106,6 +129,8 @@ def add_serving_commands(commands: Any) -> dict[str, Handler]:
         "load": _load,
         "incident": _incident,
         "ship-log": _ship_log,
+        "describe": _describe,
+        "call": _call,
     }
 
 
@@ -113,32 +138,38 @@ def _serve(args: argparse.Namespace) -> int:
     from decision.app import Service
 
     settings = Settings() if args.workers is None else Settings(workers=args.workers)
+    stop = stop_signals()
     if settings.workers > 1:
-        return _serve_processes(settings)
-    with Service.start(settings) as service, shipping_beside(settings, service.redis_url):
+        return _serve_processes(settings, stop)
+    with (
+        Service.start(settings) as service,
+        shipping_beside(settings, service.redis_url),
+        discovery.announced(settings, service.grpc.target, service.http.url if service.http else "", service.redis_url),
+    ):
         print(f"serving on {service.grpc.target} (Redis {service.redis_url})", flush=True)
         if service.http is not None:
             print(f"teller screen: {teller_url(service.http.url)}  HTTP/JSON API: {service.http.url}/v1/", flush=True)
-        wait_for_signal()
+        wait_for_signal(stop)
         # The whole log in Redis before the shipper's last pass, Redis stopped after it.
         service.stop_serving()
     return 0
 
 
-def _serve_processes(settings: Settings) -> int:
+def _serve_processes(settings: Settings, stop: StopFlag) -> int:
     from decision.workers import Supervisor
 
     with Supervisor(settings).start() as supervisor, shipping_beside(settings, supervisor.redis_url):
-        pids = ", ".join(str(pid) for pid in supervisor.pids)
-        print(
-            f"serving on {supervisor.target} with {settings.workers} processes, pids {pids} "
-            f"(Redis {supervisor.redis_url})",
-            flush=True,
-        )
-        if settings.http_enabled:
-            url = f"http://{settings.host}:{supervisor.http_port}"
-            print(f"teller screen: {teller_url(url)}  HTTP/JSON API: {url}/v1/", flush=True)
-        wait_for_signal()
+        url = f"http://{settings.host}:{supervisor.http_port}" if settings.http_enabled else ""
+        with discovery.announced(settings, supervisor.target, url, supervisor.redis_url):
+            pids = ", ".join(str(pid) for pid in supervisor.pids)
+            print(
+                f"serving on {supervisor.target} with {settings.workers} processes, pids {pids} "
+                f"(Redis {supervisor.redis_url})",
+                flush=True,
+            )
+            if url:
+                print(f"teller screen: {teller_url(url)}  HTTP/JSON API: {url}/v1/", flush=True)
+            wait_for_signal(stop)
         supervisor.stop_serving()
     return 0
 
@@ -158,7 +189,7 @@ def _decide(args: argparse.Namespace) -> int:
         request_id=args.request_id,
         max_actions=args.max_actions,
     )
-    with grpc.insecure_channel(args.target) as channel:
+    with grpc.insecure_channel(discovery.grpc_target(Settings(), args.target)) as channel:
         try:
             reply = pb_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
         except grpc.RpcError as exc:
@@ -184,13 +215,40 @@ def _outcome(args: argparse.Namespace) -> int:
     request = pb.RecordOutcomeRequest(
         decision_id=args.decision_id, action_id=args.action, outcome=pb.Outcome.Value(args.outcome)
     )
-    with grpc.insecure_channel(args.target) as channel:
+    with grpc.insecure_channel(discovery.grpc_target(Settings(), args.target)) as channel:
         try:
             reply = pb_grpc.DecisionServiceStub(channel).RecordOutcome(request, timeout=5.0)
         except grpc.RpcError as exc:
             print(f"nba outcome: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     print(json.dumps({"outcome_id": reply.outcome_id, "duplicate": reply.duplicate}))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from decision.describe import reflecting
+
+    target = discovery.grpc_target(Settings(), args.target)
+    try:
+        with reflecting(target) as reflection:
+            print(reflection.describe(args.symbol))
+    except grpc.RpcError as exc:
+        print(f"nba describe: {target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from decision.describe import reflecting, request_text
+
+    request = request_text(sys.stdin.read() if args.request == "-" else args.request)
+    target = discovery.grpc_target(Settings(), args.target)
+    try:
+        with reflecting(target) as reflection:
+            print(reflection.call(args.method, request, args.timeout))
+    except grpc.RpcError as exc:
+        print(f"nba call: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -201,7 +259,7 @@ def _load(args: argparse.Namespace) -> int:
     from features.schema import FeatureSchema
 
     settings = Settings()
-    config = RedisStoreConfig(url=args.redis_url, timeout_ms=5000)
+    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=5000)
     store = RedisOnlineStore(connect(config), config)
     count = load_file(args.file, store, FeatureSchema.load(settings.schema_path))
     print(f"loaded {count} profiles from {args.file}")
@@ -213,12 +271,13 @@ def _incident(args: argparse.Namespace) -> int:
     from features.redis_store import RedisOnlineStore, RedisStoreConfig
     from features.schema import FeatureSchema
 
-    schema = FeatureSchema.load(Settings().schema_path)
+    settings = Settings()
+    schema = FeatureSchema.load(settings.schema_path)
     accepted = schema.by_name["last_incident_type"].values
     if args.type not in accepted:
         raise InvalidArgument(f"--type: must be one of {', '.join(accepted)}; got {args.type!r}")
     validation.customer_id(args.customer)
-    config = RedisStoreConfig(url=args.redis_url, timeout_ms=5000)
+    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=5000)
     store = RedisOnlineStore(connect(config), config)
     now = time.time()
     store.update(
@@ -241,9 +300,7 @@ def _ship_log(args: argparse.Namespace) -> int:
     from decision.decision_log.shipper import read_status, run_shipper, status_text
 
     settings = Settings()
-    redis_url = args.redis_url or settings.redis_url
-    if not redis_url:
-        raise InvalidArgument("--redis-url: required when NBA_REDIS_URL is empty (the embedded Redis's port varies)")
+    redis_url = discovery.redis_url(settings, args.redis_url)
     if not args.status:
         return run_shipper(settings, redis_url, args.log_dir, once=args.once)
     client = redis.Redis.from_url(redis_url, socket_timeout=5.0)
@@ -260,9 +317,14 @@ def teller_url(base_url: str) -> str:
     return base_url.replace("//127.0.0.1:", "//localhost:") + "/teller"
 
 
-def wait_for_signal() -> None:
-    """Return on SIGTERM or SIGINT (Ctrl-C); the caller then stops what it serves."""
-    stop = stop_on(signal.SIGTERM, signal.SIGINT)
+def stop_signals() -> StopFlag:
+    """SIGTERM and SIGINT (Ctrl-C) set the flag from now on: installed before the service starts, so one that
+    arrives while it starts stops it cleanly once started, instead of killing it half-way."""
+    return stop_on(signal.SIGTERM, signal.SIGINT)
+
+
+def wait_for_signal(stop: StopFlag) -> None:
+    """Return once SIGTERM or SIGINT came (``stop``); the caller then stops what it serves."""
     while not stop.wait(3600):
         pass
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decision.cli import Handler, teller_url, wait_for_signal
+from decision.cli import Handler, stop_signals, teller_url, wait_for_signal
 from decision.settings import Settings
 
 EXAMPLES = [
@@ -34,13 +34,19 @@ def add_demo_commands(commands: Any) -> dict[str, Handler]:
 def _demo(args: argparse.Namespace) -> int:
     from decision.app import Service
     from decision.decision_log.shipper_process import shipping_beside
+    from decision.discovery import announced, service_file
     from features.redis_store import RedisOnlineStore
     from training.demo_model import load_or_train_demo_model
     from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
 
     settings = Settings()
     print(f"demo model: {load_or_train_demo_model(settings.model_dir)}", flush=True)
-    with Service.start(settings) as service, shipping_beside(settings, service.redis_url):
+    stop = stop_signals()
+    with (
+        Service.start(settings) as service,
+        shipping_beside(settings, service.redis_url),
+        announced(settings, service.grpc.target, service.http.url if service.http else "", service.redis_url),
+    ):
         store = service.flow.store
         assert isinstance(store, RedisOnlineStore)
         now = time.time()
@@ -55,11 +61,13 @@ def _demo(args: argparse.Namespace) -> int:
             extra = f" --context {' '.join(context)}" if context else ""
             print(f"  # {title}\n  .venv/bin/nba decide --customer {customer} --touchpoint {touchpoint}{extra}")
         print(
-            f"  # any gRPC client can discover the API (server reflection):\n"
-            f"  grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService\n\nCtrl-C stops.",
+            "  # the API, by gRPC server reflection (any gRPC client can read it; with grpcurl:\n"
+            f"  # grpcurl -plaintext {service.grpc.target} describe nba.v1.DecisionService)\n"
+            "  .venv/bin/nba describe nba.v1.DecisionService\n\n"
+            f"Every command finds this service through {service_file(settings)}. Ctrl-C stops.",
             flush=True,
         )
-        wait_for_signal()
+        wait_for_signal(stop)
         service.stop_serving()  # the whole log in Redis before the shipper's last pass
     return 0
 

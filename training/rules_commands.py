@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from decision import validation
-from decision.cli import Handler
+from decision import discovery, validation
+from decision.cli import REDIS_HELP, Handler
 from decision.errors import InvalidArgument
 from decision.models import CARD_FILE
 from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
@@ -51,7 +51,7 @@ def add_rules_commands(commands: Any) -> dict[str, Handler]:
     explain.add_argument("--customer", default="", help="a customer id, read from Redis (NBA_REDIS_URL)")
     explain.add_argument("--touchpoint", default="", help="CHECKIN_KIOSK, CHECKIN_AGENT, IVR, BRANCH_TELLER, ...")
     explain.add_argument("--context", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. flight=AZ610")
-    explain.add_argument("--redis-url", default="", help="the Redis the service reads (default NBA_REDIS_URL)")
+    explain.add_argument("--redis-url", default=None, help=REDIS_HELP)
     explain.add_argument("--scenario", default="", help="explain a scenario's customer instead (no Redis)")
     explain.add_argument("--scenarios", type=Path, default=DEFAULT_SCENARIO_DIR)
     for parser in (check, test, explain):
@@ -129,7 +129,7 @@ def _explain(args: argparse.Namespace, strategy: Strategy, schema: FeatureSchema
         validation.customer_id(args.customer)
         touchpoint = validation.touchpoint_name(args.touchpoint)
         context = _context(args.context)
-        record = _read_customer(args.customer, args.redis_url or settings.redis_url, now, policy.contact_query)
+        record = _read_customer(args.customer, discovery.redis_url(settings, args.redis_url), now, policy.contact_query)
         raw, counts, found, who = dict(record.raw), dict(record.contact_counts), record.found, args.customer
     values = schema.parse(raw, now) if found else schema.defaults()
     fact = policy.fact(values, touchpoint, context, counts, found)
@@ -168,8 +168,6 @@ def _read_customer(customer_id: str, redis_url: str, now: float, contacts: Conta
     from features.redis_client import connect
     from features.redis_store import RedisOnlineStore, RedisStoreConfig
 
-    if not redis_url:
-        raise InvalidArgument("--redis-url: needed to read a customer (or set NBA_REDIS_URL); or use --scenario")
     config = RedisStoreConfig(url=redis_url, timeout_ms=2000)
     try:
         return RedisOnlineStore(connect(config), config).read(customer_id, now, contacts=contacts)

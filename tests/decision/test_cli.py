@@ -6,7 +6,7 @@ import pytest
 
 from decision.cli import main
 
-SERVING = ["serve", "decide", "outcome", "load", "incident", "ship-log"]
+SERVING = ["serve", "decide", "outcome", "describe", "call", "load", "incident", "ship-log"]
 ABOVE_SERVING = ["demo", "train-demo", "rules", "demo-log", "export-log", "train", "evaluate", "score", "models"]
 ABOVE_SERVING += ["publish", "rollback", "demo-population", "simulate"]
 

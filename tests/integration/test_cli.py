@@ -80,9 +80,10 @@ def test_incident_refuses_an_unknown_type(redis_server, capsys):
 
 
 def test_rules_explain_reads_the_customer_from_redis_and_says_why_each_rule_did_or_did_not_match(
-    loaded_redis, capsys, monkeypatch
+    loaded_redis, capsys, monkeypatch, tmp_path
 ):
     monkeypatch.delenv("NBA_REDIS_URL", raising=False)
+    monkeypatch.setenv("NBA_DATA_DIR", str(tmp_path))  # no service running there
     args = ["rules", "explain", "--customer", "demo-ife-gold", "--touchpoint", "CHECKIN_KIOSK"]
     assert main([*args, "--redis-url", loaded_redis.url, "--context", "flight=AZ610", "cabin=economy"]) == 0
     out = capsys.readouterr().out
@@ -94,4 +95,4 @@ def test_rules_explain_reads_the_customer_from_redis_and_says_why_each_rule_did_
     assert main([*args, "--redis-url", loaded_redis.url]) == 0
     assert "MATCH upgrade_needs_economy_flight" in capsys.readouterr().out
     assert main(args) == 2
-    assert "--redis-url: needed to read a customer" in capsys.readouterr().err
+    assert "--redis-url: needed, as NBA_REDIS_URL is empty and no service is running" in capsys.readouterr().err
