@@ -44,13 +44,16 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
     train.add_argument("--registry", type=Path, default=None, help="model registry (default: NBA_DATA_DIR/registry)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a LightGBM parameter")
 
-    evaluate = commands.add_parser("evaluate", help="HTML report and off-policy estimates; prints JSON last")
+    evaluate = commands.add_parser(
+        "evaluate", help="HTML report and off-policy estimates, their JSON beside the report (REPORT.json)"
+    )
     evaluate.add_argument("--model", required=True, help="version id, latest, or a model directory")
     _log_columns(evaluate, required=False)
     evaluate.add_argument("--report", type=Path, required=True, help="FILE.html")
     evaluate.add_argument("--registry", type=Path, default=None)
     evaluate.add_argument("--rows", choices=["auto", "all"], default="auto", help="auto: held-out rows only")
     evaluate.add_argument("--max-weight", type=float, default=None, help="clip importance weights (default 100)")
+    evaluate.add_argument("--json", action="store_true", help="print the JSON summary instead of the short one")
 
     score = commands.add_parser("score", help="every action's predicted outcome and the chosen action, per row")
     score.add_argument("--model", required=True, help="version id, latest, or a model directory")
@@ -61,6 +64,7 @@ def add_training_commands(commands: Any) -> dict[str, Handler]:
 
     models = commands.add_parser("models", help="list the registry's model versions; * marks what serves")
     models.add_argument("--registry", type=Path, default=None)
+    models.add_argument("--json", action="store_true", help="every version's card entry and what serves, as JSON")
 
     publish = commands.add_parser("publish", help="make a registry version live on every running server")
     publish.add_argument("version", help="version id or latest")
@@ -232,6 +236,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         rows=args.rows,
         max_weight=args.max_weight or DEFAULT_MAX_WEIGHT,
     )
+    summary = evaluation.summary() | {"report": str(args.report)}
+    summary_path = Path(args.report).with_suffix(".json")
+    summary_path.write_text(json.dumps(summary, allow_nan=False, default=_json_default, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(summary, allow_nan=False, default=_json_default))
+        return 0
     for warning in evaluation.warnings:
         print(f"warning: {warning}")
     print(f"evaluated {evaluation.rows_label}")
@@ -241,9 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if evaluation.model_minus_logging:
         dr = evaluation.model_minus_logging["dr"]
         print(f"model minus logging (DR): {dr.estimate:.4g} [{dr.low:.4g}, {dr.high:.4g}]")
-    print(f"report: {args.report}")
-    summary = evaluation.summary() | {"report": str(args.report)}
-    print(json.dumps(summary, allow_nan=False, default=_json_default))
+    print(f"report: {args.report}\nevery figure, as JSON: {summary_path}")
     return 0
 
 
@@ -262,17 +270,37 @@ def _models(args: argparse.Namespace) -> int:
 
     registry = Registry(Path(args.registry or loop.default_registry()))
     live = registry.live()
-    serving = {live.champion: "* live", live.challenger: "* challenger"} if live else {}
-    for entry in registry.versions():
-        quality = {k: round(v, 4) for k, v in entry["metrics"].items() if k in ("auc_holdout", "rmse_holdout")}
-        servable = "servable" if entry["servable"] else "offline only"
-        mark = serving.get(entry["version"], "")
-        print(
-            f"{entry['version']}  {entry['trained_at']}  {entry['rows']} rows  {servable}  {quality}  {mark}".rstrip()
+    serving = {live.champion: "live", live.challenger: "challenger"} if live else {}
+    versions = registry.versions()
+    if args.json:
+        rows = [entry | {"serving": serving.get(entry["version"], "")} for entry in versions]
+        print(json.dumps({"versions": rows, "live": live.describe() if live else None}, default=_json_default))
+        return 0
+    table = [("", "version", "trained at", "rows", "serves", "AUC", "RMSE")]
+    for entry in versions:
+        metrics = entry["metrics"]
+        table.append(
+            (
+                "*" if entry["version"] in serving else "",
+                entry["version"] + (f" ({serving[entry['version']]})" if entry["version"] in serving else ""),
+                entry["trained_at"],
+                f"{entry['rows']:,}" if isinstance(entry.get("rows"), int) else "",
+                "yes" if entry["servable"] else "offline only",
+                _figure(metrics.get("auc_holdout"), ".4f"),
+                _figure(metrics.get("rmse_holdout"), ".4g"),
+            )
         )
-    if live is None:
-        print("nothing published: servers use NBA_MODEL_DIR")
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if not versions:
+        print("(no versions: nba train adds one)")
+    print("nothing published: servers use NBA_MODEL_DIR" if live is None else f"* serves: {live.describe()}")
     return 0
+
+
+def _figure(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else ""
 
 
 def _publish(args: argparse.Namespace) -> int:

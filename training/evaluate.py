@@ -174,7 +174,7 @@ def evaluate_model(
     for value in values:
         if value.policy != LOGGING_POLICY and value.supported_rows < FEW_ROWS:
             warnings.append(
-                f"policy {value.policy}: only {value.supported_rows} rows chose its actions: its estimates are weak"
+                f"policy {value.policy}: only {_rows(value.supported_rows)} chose its actions: its estimates are weak"
             )
     if len(set(actions.tolist())) == 1:
         warnings.append("the evaluated rows hold one action only: policies that choose another cannot be judged")
@@ -224,3 +224,7 @@ def prediction_metrics(
 
 def _finite(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
+
+
+def _rows(count: int) -> str:
+    return "1 row" if count == 1 else f"{count:,} rows"

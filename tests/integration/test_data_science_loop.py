@@ -103,7 +103,7 @@ def test_serve_export_train_evaluate_publish_and_serve_the_new_model(own_redis, 
 
         report = tmp_path / "report.html"
         assert main(["evaluate", "--model", version, "--log", str(log), "--report", str(report),
-                     "--registry", str(registry)]) == 0  # fmt: skip
+                     "--registry", str(registry), "--json"]) == 0  # fmt: skip
         summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert summary["model"] == version and summary["propensities"] == "logged" and summary["trusted"]
         assert summary["live_traffic"] is None  # one arm only: nothing to compare yet

@@ -215,7 +215,12 @@ def test_a_shadow_challenger_scores_every_decision_but_never_decides(decide, reg
 def test_models_marks_what_serves(registry, capsys):
     loop.publish("v-demo", challenger="v-small", share=0.1, registry=registry.root)
     assert main(["models", "--registry", str(registry.root)]) == 0
-    out = capsys.readouterr().out
-    assert any(line.startswith("v-demo ") and line.endswith("* live") for line in out.splitlines())
-    assert any(line.startswith("v-small ") and line.endswith("* challenger") for line in out.splitlines())
+    lines = capsys.readouterr().out.splitlines()
+    header, rows = lines[0].split(), {line.split()[1]: line for line in lines[1:] if line.startswith("*")}
+    assert header[:2] == ["version", "trained"], "a table with a header, not a Python dict"
+    assert rows["v-demo"].split()[2] == "(live)" and rows["v-small"].split()[2] == "(challenger)"
+    assert lines[-1] == "* serves: v-demo (challenger v-small deciding 10% of customers)"
+    assert main(["models", "--registry", str(registry.root), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {v["version"]: v["serving"] for v in listed["versions"]}["v-small"] == "challenger"
     (registry.root / "live.json").unlink()

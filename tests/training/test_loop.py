@@ -93,8 +93,9 @@ def test_the_whole_loop(capsys, workdir, demo_log):
     # 2. Evaluate: the JSON on the last line, the report with every plot, decodable.
     report = workdir / "report.html"
     lines = run(capsys, "evaluate", "--model", version, "--registry", str(registry), "--log", str(demo_log),
-                "--report", str(report))  # fmt: skip
+                "--report", str(report), "--json")  # fmt: skip
     summary = json.loads(lines[-1])
+    assert len(lines) == 1 and json.loads((workdir / "report.json").read_text()) == summary
     assert summary["model"] == version and summary["rows_kind"] == "holdout"
     assert summary["rows"] == card["split"]["holdout_rows"]
     assert summary["trusted"] is True and summary["propensities"] == "logged"
@@ -218,7 +219,7 @@ def test_a_log_without_propensities_says_its_estimates_cannot_be_trusted(capsys,
     assert any("no propensity column" in line for line in lines)
     report = workdir / "untrusted.html"
     summary = json.loads(run(capsys, "evaluate", "--model", "latest", "--registry", str(registry), "--log",
-                             str(path), "--report", str(report))[-1])  # fmt: skip
+                             str(path), "--report", str(report), "--json")[-1])  # fmt: skip
     assert summary["trusted"] is False and summary["propensities"] == "missing"
     assert any("cannot be trusted" in w for w in summary["warnings"])
     assert "no propensities: these numbers assume uniform logging and cannot be trusted" in report.read_text()
@@ -243,8 +244,14 @@ def test_a_single_action_log_with_a_value_outcome_trains_evaluates_and_scores(ca
     with pytest.raises(Exception, match="does not match the feature schema"):
         LightGBMScorer(registry / version, FeatureSchema.load())  # only schema models go live
     summary = json.loads(run(capsys, "evaluate", "--model", version, "--registry", str(registry), "--log", str(path),
-                             "--report", str(workdir / "single.html"))[-1])  # fmt: skip
+                             "--report", str(workdir / "single.html"), "--json")[-1])  # fmt: skip
     assert summary["outcome"] == "value" and summary["metrics"]["rmse"] < 10
+    # Without --json: a short summary for a terminal, the JSON beside the report.
+    short = run(capsys, "evaluate", "--model", version, "--registry", str(registry), "--log", str(path),
+                "--report", str(workdir / "single.html"))  # fmt: skip
+    assert not any(line.lstrip().startswith("{") for line in short) and len("".join(short)) < 1500, short
+    assert short[-1] == f"every figure, as JSON: {workdir / 'single.json'}"
+    assert json.loads((workdir / "single.json").read_text())["metrics"] == summary["metrics"]
     assert any("one action only" in w for w in summary["warnings"])
     out = workdir / "single-scores.csv"
     run(capsys, "score", "--model", str(registry / version), "--input", str(path), "--output", str(out))

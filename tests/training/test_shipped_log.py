@@ -117,7 +117,7 @@ def test_the_shipped_log_reads_back_as_the_export_of_redis_and_trains(shipped_se
     assert "servable" in out and (registry / version / "model.txt").exists()
     report = tmp_path / "report.html"
     assert main(["evaluate", "--model", version, "--log", str(log_dir), "--report", str(report),
-                 "--registry", str(registry)]) == 0  # fmt: skip
+                 "--registry", str(registry), "--json"]) == 0  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == version and report.exists()
 
