@@ -24,7 +24,7 @@ proto: $(STAMP) ## Regenerate decision/pb from proto/nba/v1/*.proto
 	$(PY) proto/generate.py decision/pb
 
 demo: $(STAMP) ## Start Redis (embedded), load the demo data, train the demo model, serve gRPC :50051, teller :8080
-	$(VENV)/bin/nba demo
+	$(VENV)/bin/nba demo $(ARGS)
 
 test: $(STAMP) browser ## Run every test (starts its own Redis, gRPC and HTTP servers, and a headless Chromium)
 	$(PY) -m pytest

@@ -208,7 +208,20 @@ def _decide(args: argparse.Namespace) -> int:
     if reply.degraded:
         print(f"\n(degraded: {reply.degraded_reason})")
     print(f"\ndecision {reply.decision_id}  model {reply.model_version}  rules {reply.rules_version}")
+    print(_what_changed(reply, args.customer))
     return 0
+
+
+def _what_changed(reply: pb.DecideResponse, customer: str) -> str:
+    """What the call left behind, so a user repeating an example knows why an answer differs (or does not)."""
+    if reply.answered_before:
+        return f"answered before (request id {reply.request_id}): the same decision; this call changed nothing"
+    if "decision_log_unavailable" in reply.degraded_codes:
+        # The log spools what it could not write (decision_log.redis_log): logged and counted when Redis is back.
+        return "the decision log is unavailable: this decision is spooled, and logged and counted once it is back"
+    offers = len(reply.actions)
+    counted = f"{offers} offer{'s' if offers != 1 else ''} counted in {customer}'s contact history"
+    return f"this call: {counted}; the same --request-id {reply.request_id} gets this decision back"
 
 
 def _outcome(args: argparse.Namespace) -> int:
@@ -228,6 +241,7 @@ def _outcome(args: argparse.Namespace) -> int:
 def _describe(args: argparse.Namespace) -> int:
     from decision.describe import reflecting
 
+    logging.getLogger("grpc_reflection").setLevel(logging.WARNING)  # not a line per file it loads
     target = discovery.grpc_target(Settings(), args.target)
     try:
         with reflecting(target) as reflection:
@@ -241,6 +255,7 @@ def _describe(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace) -> int:
     from decision.describe import reflecting, request_text
 
+    logging.getLogger("grpc_reflection").setLevel(logging.WARNING)
     request = request_text(sys.stdin.read() if args.request == "-" else args.request)
     target = discovery.grpc_target(Settings(), args.target)
     try:

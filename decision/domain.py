@@ -196,6 +196,8 @@ class Decision:
     # The seats the decision's actions hold for the customer, (action_id, pool such as "AZ777:2026-12-03"):
     # a decline of one of them gives its seat back to the pool.
     seats: tuple[tuple[str, str], ...] = ()
+    # Set on the answer to a retry (the same request_id), never stored: nothing was offered or taken anew.
+    answered_before: bool = False
 
     @property
     def degraded(self) -> bool:

@@ -230,6 +230,7 @@ class DecisionFlow:
         is offered, counted, taken or logged anew, and the follow-ups keep the words they were queued with; when
         one of its actions has left the catalogue since, the decision as answered."""
         asked = request.context.get("language")
+        earlier = replace(earlier, answered_before=True)
         if not asked or asked == earlier.explanation.language:
             return earlier
         values = self.schema.parse(record.raw, now) if record.found else self.schema.defaults()

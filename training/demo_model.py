@@ -21,10 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from decision.catalogue import Catalogue
-from decision.models import ACTION_FEATURE, MODEL_FILE, ModelCard, ModelError
+from decision.models import ACTION_FEATURE, CARD_FILE, MODEL_FILE, ModelCard, ModelError, Registry
 from features.schema import FeatureSchema
 from training.lightgbm_params import lightgbm_params
 from training.population import demo_definitions, generate_population, simulate_responses
+
+DEMO_VERSION_PREFIX = "demo-"  # a demo model's version id: the prefix and its model.txt's hash
 
 ACTIONS_PER_CUSTOMER = 4
 VALID_SHARE = 0.2
@@ -153,6 +155,24 @@ def load_or_train_demo_model(model_dir: Path, **train_options: Any) -> Path:
     return train_demo_model(model_dir, **train_options)
 
 
+def register_demo_model(model_dir: Path, registry_root: Path, *, make_live: bool = False) -> str:
+    """The demo model as a version of the registry (its card's version id, added once), so that publishing a model
+    of one's own and then ``nba rollback`` returns to it as to any version. Made live when nothing is published,
+    when what serves is an earlier demo model (retrained for a changed schema or catalogue), or ``make_live``
+    (``nba demo --reset``). Returns its version id."""
+    model_dir = Path(model_dir)
+    version = ModelCard.read(model_dir).version
+    registry = Registry(Path(registry_root))
+    if version not in {entry["version"] for entry in registry.versions()}:
+        files = {name: (model_dir / name).read_text(encoding="utf-8") for name in (MODEL_FILE, CARD_FILE)}
+        registry.add(version, files)
+    live = registry.live()
+    earlier_demo = live is not None and live.champion.startswith(DEMO_VERSION_PREFIX) and live.champion != version
+    if live is None or earlier_demo or (make_live and (live.champion, live.challenger) != (version, None)):
+        registry.publish(version, note="the demo model (nba demo)")
+    return version
+
+
 def _is_current(model_dir: Path, schema: FeatureSchema, catalogue: Catalogue) -> bool:
     try:
         card = ModelCard.read(model_dir)
@@ -168,7 +188,7 @@ def _is_current(model_dir: Path, schema: FeatureSchema, catalogue: Catalogue) ->
 
 def _demo_version(model_text: bytes) -> str:
     # Named by its bytes: the same seed gives the same version anywhere, and a changed model.txt is seen.
-    return "demo-" + hashlib.sha256(model_text).hexdigest()[:12]
+    return DEMO_VERSION_PREFIX + hashlib.sha256(model_text).hexdigest()[:12]
 
 
 def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:

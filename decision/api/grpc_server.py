@@ -156,6 +156,7 @@ def decision_to_proto(d: Decision) -> pb.DecideResponse:
         degraded=d.degraded,
         degraded_reason=d.degraded_reason,
         degraded_codes=d.degraded_codes,
+        answered_before=d.answered_before,
     )
     add: Any = response.actions.add
     for a in d.actions:

@@ -200,7 +200,7 @@ class PolicyTrace(_message.Message):
     def __init__(self, arm: _Optional[str] = ..., explored: _Optional[bool] = ..., propensity: _Optional[float] = ..., exploration_share: _Optional[float] = ..., shadow_model_version: _Optional[str] = ..., shadow_action_id: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("decision_id", "actions", "explanation", "model_version", "rules_version", "features", "degraded", "degraded_reason", "degraded_codes", "follow_ups", "request_id", "catalogue_version", "channel", "open_items", "policy")
+    __slots__ = ("decision_id", "actions", "explanation", "model_version", "rules_version", "features", "degraded", "degraded_reason", "degraded_codes", "follow_ups", "request_id", "catalogue_version", "channel", "open_items", "policy", "answered_before")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class DecideResponse(_message.Message):
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     OPEN_ITEMS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     actions: _containers.RepeatedCompositeFieldContainer[Action]
     explanation: Explanation
@@ -231,7 +232,8 @@ class DecideResponse(_message.Message):
     channel: ChannelAdvice
     open_items: _containers.RepeatedCompositeFieldContainer[OpenItem]
     policy: PolicyTrace
-    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., model_version: _Optional[str] = ..., rules_version: _Optional[str] = ..., features: _Optional[_Union[FeatureFreshness, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., degraded_codes: _Optional[_Iterable[str]] = ..., follow_ups: _Optional[_Iterable[_Union[FollowUp, _Mapping]]] = ..., request_id: _Optional[str] = ..., catalogue_version: _Optional[str] = ..., channel: _Optional[_Union[ChannelAdvice, _Mapping]] = ..., open_items: _Optional[_Iterable[_Union[OpenItem, _Mapping]]] = ..., policy: _Optional[_Union[PolicyTrace, _Mapping]] = ...) -> None: ...
+    answered_before: bool
+    def __init__(self, decision_id: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., model_version: _Optional[str] = ..., rules_version: _Optional[str] = ..., features: _Optional[_Union[FeatureFreshness, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., degraded_codes: _Optional[_Iterable[str]] = ..., follow_ups: _Optional[_Iterable[_Union[FollowUp, _Mapping]]] = ..., request_id: _Optional[str] = ..., catalogue_version: _Optional[str] = ..., channel: _Optional[_Union[ChannelAdvice, _Mapping]] = ..., open_items: _Optional[_Iterable[_Union[OpenItem, _Mapping]]] = ..., policy: _Optional[_Union[PolicyTrace, _Mapping]] = ..., answered_before: _Optional[bool] = ...) -> None: ...
 
 class RecordOutcomeRequest(_message.Message):
     __slots__ = ("decision_id", "action_id", "outcome")

@@ -91,6 +91,8 @@ def test_the_json_api_answers_exactly_what_grpc_answers(stub, base, request_, fi
         by_grpc = as_json(stub.Decide(request, timeout=5))
         status, _, by_http = http(f"{base}/v1/decide", as_json(request))
     assert status == 200
+    second = by_grpc if first == "http" else by_http
+    assert second.pop("answeredBefore") is True, "the second front end returns the decision, saying so"
     assert by_http == by_grpc
     assert by_http["requestId"] == request.request_id and by_http["actions"]
 

@@ -32,6 +32,9 @@ def test_a_retry_with_the_same_request_id_returns_the_same_decision_and_takes_on
     first = stub.Decide(request, timeout=5)
     retries = [stub.Decide(request, timeout=5) for _ in range(3)]
     assert {r.decision_id for r in retries} == {first.decision_id}
+    assert not first.answered_before and all(r.answered_before for r in retries)
+    for retry in retries:
+        retry.answered_before = False
     assert all(r == first for r in retries)
     pool = KEYS.capacity("upgrade_first_class", f"{flight}:{dt.date.today().isoformat()}")
     assert int(redis_client.get(pool)) == 1  # 2 seats, one taken
