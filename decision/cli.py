@@ -91,6 +91,7 @@ def add_serving_commands(commands: Any) -> dict[str, Handler]:
     outcome.add_argument("--decision-id", required=True)
     outcome.add_argument("--action", required=True)
     outcome.add_argument("--outcome", required=True, choices=["ACCEPTED", "DECLINED", "IGNORED"])
+    outcome.add_argument("--json", action="store_true", help="print the reply as JSON")
 
     load = commands.add_parser("load", help="bulk load customer profiles from CSV or Parquet")
     load.add_argument("file", type=Path)
@@ -234,7 +235,16 @@ def _outcome(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             print(f"nba outcome: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
-    print(json.dumps({"outcome_id": reply.outcome_id, "duplicate": reply.duplicate}))
+    if args.json:
+        print(json.dumps({"outcome_id": reply.outcome_id, "duplicate": reply.duplicate}))
+    elif reply.duplicate:
+        print(f"recorded before (outcome {reply.outcome_id}): this call changed nothing")
+    else:
+        returned = "; a seat the action held goes back to its pool" if args.outcome == "DECLINED" else ""
+        print(
+            f"recorded {args.outcome} for {args.action} of decision {args.decision_id} (outcome {reply.outcome_id}):"
+            f" counted in the customer's contact history{returned}"
+        )
     return 0
 
 

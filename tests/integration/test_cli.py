@@ -53,7 +53,15 @@ def test_outcome_is_recorded_from_the_command_line(service, fresh_contact_histor
         ]
     )
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["duplicate"] is False
+    said = capsys.readouterr().out
+    action, decision_id = decision["actions"][0]["action_id"], decision["decision_id"]
+    assert said.startswith(f"recorded IGNORED for {action} of decision {decision_id} (outcome "), said
+    assert "counted in the customer's contact history" in said and "seat" not in said
+    again = ["outcome", "--target", service.grpc.target, "--decision-id", decision_id, "--action", action]
+    assert main([*again, "--outcome", "IGNORED", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicate"] is True
+    assert main([*again, "--outcome", "IGNORED"]) == 0
+    assert "this call changed nothing" in capsys.readouterr().out
 
 
 def test_load_then_report_an_incident_then_decide(service, redis_server, tmp_path, capsys):

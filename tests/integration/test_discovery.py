@@ -69,7 +69,9 @@ def test_every_command_finds_the_running_service_without_target_or_redis_url(ser
     decision = json.loads(decided.stdout)
     assert decision["features"]["found"] is True, "the profile loaded through the same discovery"
     action = decision["actions"][0]["action_id"]
-    recorded = nba(env, "outcome", "--decision-id", decision["decision_id"], "--action", action, "--outcome", "IGNORED")
+    recorded = nba(
+        env, "outcome", "--decision-id", decision["decision_id"], "--action", action, "--outcome", "IGNORED", "--json"
+    )
     assert recorded.returncode == 0 and json.loads(recorded.stdout)["duplicate"] is False, recorded.stderr
 
     explained = nba(env, "rules", "explain", "--customer", "found-1", "--touchpoint", "CHECKIN_KIOSK")
