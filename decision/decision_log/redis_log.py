@@ -425,6 +425,10 @@ class RedisDecisionLog(DecisionLog):
             raise DecisionLogUnavailable(f"decision log read failed: {exc}") from exc
         if stored is None:
             if self.spool is not None and decision_id in self.spool.holds:
+                # Redis answered this read: replay now rather than at the next decision written, which may be long
+                # in coming when the callers are all retrying outcomes of spooled decisions.
+                if self.breaker is None or not self.breaker.open:
+                    self._replay_soon()
                 raise DecisionLogUnavailable("the decision waits in this server's spool until Redis takes writes")
             raise DecisionNotFound(decision_id)
         return decision_from_json(stored)
