@@ -1,6 +1,6 @@
 """Locust load test of a running service: one gRPC user per touchpoint, with the customers each one meets.
 
-    locust -f benchmarks/locustfile.py --headless -u 8 -r 8 -t 30s --host 127.0.0.1:50051
+    locust -f benchmarks/locustfile.py --headless -u 10 -r 10 -t 30s --host 127.0.0.1:50051 --csv load
 
 Distributed (more load than one locust process gives; one ``--worker`` per core of the load machine):
 
@@ -19,8 +19,15 @@ The users, by touchpoint (``weight`` is their share of the users):
 Who has an incident, a complaint or an open problem is read from the demo population itself
 (``training.population``: the same seed gives the same ids), so ``--customers`` must be the number of ordinary
 customers loaded into the service (10,000 for ``nba demo``). A share of the decisions (``--outcome-share``) get
-an outcome back. Every call is a locust request event (``Decide <touchpoint>``, ``RecordOutcome``); a gRPC error
-is a failure, a degraded decision is not (it is the service's answer for an unknown customer).
+an outcome back.
+
+Like the touchpoints the service is built for, each user retries a call the service answers UNAVAILABLE ("nothing
+was stored, retry": an outcome for a decision still in the spool while Redis is skipped), up to 4 times with
+exponential back-off within the call's deadline (``RETRY_BACKOFF_S``). Every call is one locust request, whatever
+its retries: ``Decide <touchpoint>`` or ``RecordOutcome``, a failure when it still failed after them; each retried
+attempt shows as ``<name> UNAVAILABLE, retried``. A degraded decision is an answer, not a failure, but it is named
+apart with its codes (``Decide <touchpoint> degraded: unknown_customer``), so the run shows how many decisions
+degraded and why.
 """
 
 from __future__ import annotations
@@ -49,6 +56,16 @@ grpc_gevent.init_gevent()
 LONG_HAUL_SHARE = 0.3
 BUSINESS_CABIN_SHARE = 0.12
 OUTCOMES = ((pb.ACCEPTED, 0.15), (pb.DECLINED, 0.35), (pb.IGNORED, 0.5))
+
+# A touchpoint's retries: UNAVAILABLE means nothing was stored, so the same request is safe to send again (a Decide
+# carries its request_id, an outcome is stored once). The pauses before each retry (+-20%, as gRPC jitters them)
+# add up past the second for which a server decides without Redis after a Redis failure (NBA_REDIS_RETRY_AFTER_MS,
+# 1000) and then replays its spool; the call's deadline bounds them. Not gRPC's own retry policy (the channel's
+# service config): under locust's gevent, a call waiting out its back-off there stalls every user of the process
+# for as long (Decides of 3 s against a 2 s deadline, a tenth of the throughput); gevent.sleep lets them run.
+RETRY_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+DECIDE_DEADLINE_S = 2.0  # a person is waiting at the kiosk, desk or phone
+OUTCOME_DEADLINE_S = 5.0  # nobody waits for an outcome: room for every retry
 
 
 @events.init_command_line_parser.add_listener
@@ -144,13 +161,29 @@ class TouchpointUser(User):
     def on_stop(self) -> None:
         self.channel.close()
 
-    def _call(self, name: str, method: Callable[..., Any], request: Any) -> Any:
+    def _call(self, method: Callable[..., Any], request: Any, deadline_s: float, name: Callable[[Any], str]) -> Any:
+        """One call, retried on UNAVAILABLE within ``deadline_s``, reported as one locust request named
+        ``name(reply)`` (reply None when it failed: a failure); each attempt answered UNAVAILABLE and retried is
+        reported too, as ``<name> UNAVAILABLE, retried`` (not a failure). Returns the reply."""
         started = time.perf_counter()
+        deadline = started + deadline_s
         reply, error = None, None
-        try:
-            reply = method(request, timeout=2.0)
-        except grpc.RpcError as exc:
-            error = exc
+        for backoff in (*RETRY_BACKOFF_S, None):
+            attempt = time.perf_counter()
+            try:
+                reply, error = method(request, timeout=max(deadline - attempt, 0.001)), None
+                break
+            except grpc.RpcError as exc:
+                error = exc
+            pause = backoff * random.uniform(0.8, 1.2) if backoff is not None else None
+            if error.code() != grpc.StatusCode.UNAVAILABLE or pause is None or time.perf_counter() + pause > deadline:
+                break
+            self._report(f"{name(None)} UNAVAILABLE, retried", attempt, None, None)
+            gevent.sleep(pause)
+        self._report(name(reply), started, reply, error)
+        return reply
+
+    def _report(self, name: str, started: float, reply: Any, error: Exception | None) -> None:
         self.environment.events.request.fire(
             request_type="grpc",
             name=name,
@@ -159,7 +192,6 @@ class TouchpointUser(User):
             exception=error,
             context={},
         )
-        return reply
 
     @task
     def decide(self) -> None:
@@ -170,17 +202,27 @@ class TouchpointUser(User):
             context=self.request_context(customer_id),
             request_id=uuid.uuid4().hex,
         )
-        name = f"Decide {pb.Touchpoint.Name(self.touchpoint)}"
-        reply = self._call(name, self.stub.Decide, request)
+        reply = self._call(
+            self.stub.Decide, request, DECIDE_DEADLINE_S, functools.partial(decide_name, self.touchpoint)
+        )
         if reply is None or not reply.actions or random.random() >= self.outcome_share:
             return
         outcome = random.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
         action = random.choice(reply.actions)
         self._call(
-            "RecordOutcome",
             self.stub.RecordOutcome,
             pb.RecordOutcomeRequest(decision_id=reply.decision_id, action_id=action.action_id, outcome=outcome),
+            OUTCOME_DEADLINE_S,
+            lambda _: "RecordOutcome",
         )
+
+
+def decide_name(touchpoint: pb.Touchpoint, reply: pb.DecideResponse | None) -> str:
+    """The request name of a decision: ``Decide <touchpoint>``, with ``degraded: <codes>`` when it degraded."""
+    name = f"Decide {pb.Touchpoint.Name(touchpoint)}"
+    if reply is not None and reply.degraded:
+        return f"{name} degraded: {', '.join(sorted(reply.degraded_codes)) or 'unspecified'}"
+    return name
 
 
 class KioskCheckIn(TouchpointUser):

@@ -1,9 +1,13 @@
 """The locust touchpoint users run against the real service without a single failed call, standalone and
-distributed (a master and one worker process)."""
+distributed (a master and one worker process), and the README's own locust line passes against ``nba demo``."""
 
 from __future__ import annotations
 
 import csv
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +17,7 @@ import pytest
 
 from decision.app import Service
 from features.redis_server import free_port
-from tests.helpers import TEST_POPULATION, service_settings
+from tests.helpers import START_TIMEOUT_S, TEST_POPULATION, service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOUCHPOINTS = ("CHECKIN_KIOSK", "CHECKIN_AGENT", "BRANCH_TELLER", "IVR")
@@ -48,6 +52,9 @@ def assert_served_without_failures(rows: dict[str, dict[str, str]]) -> None:
     for touchpoint in TOUCHPOINTS:
         assert int(rows[f"Decide {touchpoint}"]["Request Count"]) > 0, touchpoint
     assert int(rows["RecordOutcome"]["Request Count"]) > 0
+    # Unknown ids are part of every touchpoint's mix: their decisions are named apart, not hidden among the rest.
+    assert any(name.endswith("degraded: unknown_customer") and int(row["Request Count"]) > 0
+               for name, row in rows.items()), sorted(rows)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +115,59 @@ def test_touchpoint_users_run_distributed_without_failures(service, tmp_path):
                 process.kill()
                 process.wait()
     assert_served_without_failures(stats(tmp_path / "locust"))
+
+
+def readme_locust_line() -> list[str]:
+    """The README's standalone locust command line, as words."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = re.findall(r"^\.venv/bin/locust -f benchmarks/locustfile\.py .+$", readme, re.M)
+    standalone = [shlex.split(line) for line in lines if "--master" not in line and "--worker" not in line]
+    assert len(standalone) == 1, lines
+    return standalone[0]
+
+
+@pytest.fixture()
+def demo_target(demo_model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """``nba demo`` as a user starts it (its default settings: Redis timeout 25 ms, 10,000 customers, the rules
+    reloaded when they change), on free ports with a data directory of its own; its gRPC target."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_")}
+    env |= {"NBA_DATA_DIR": str(tmp_path / "data"), "NBA_MODEL_DIR": str(demo_model_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "decision.cli", "demo"],
+        env=env | {"NBA_PORT": "0", "NBA_HTTP_PORT": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    target = ""
+    try:
+        for line in process.stdout:
+            if line.startswith("serving nba.v1.DecisionService on "):
+                target = line.split(" on ", 1)[1].strip()
+            if "Ctrl-C stops" in line:
+                break
+        assert target, "the demo never said where it serves"
+        yield target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=START_TIMEOUT_S) == 0
+
+
+def test_the_readmes_locust_line_passes_against_the_demo(demo_target, tmp_path):
+    """The README's command line as it stands (10 users, all started at once), for 15 s instead of 30, against
+    ``nba demo``: locust exits 0 and no call failed, once retried as a touchpoint retries an UNAVAILABLE."""
+    argv = readme_locust_line()
+    assert argv[0] == ".venv/bin/locust" and argv[argv.index("-u") + 1] == "10" and argv[argv.index("-r") + 1] == "10"
+    replaced = {"-f": str(ROOT / "benchmarks" / "locustfile.py"), "-t": "15s", "--host": demo_target,
+                "--csv": str(tmp_path / "load")}  # fmt: skip
+    args = [replaced.get(before, word) for before, word in zip(["", *argv], argv, strict=False)][1:]
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", *args, "--only-summary"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_served_without_failures(stats(tmp_path / "load"))
