@@ -3,12 +3,19 @@
 Everything is rendered from the decision trace (which rule, which incident, which action, which features) and
 the templates in ``rules/messages.yaml`` and ``rules/actions.yaml``. Sensitive features are never named on
 customer-facing touchpoints (kiosk, IVR, web, app); open problems are shown to agents and tellers only.
+
+A template is filled in by :func:`render`: a variant ``[A|B]`` is its first alternative whose fields all have a
+value (so a missing field never shows as a blank), and a field that starts a sentence starts it with a capital.
+Texts an agent reads are about the customer ({customer}, "their seat"), texts the customer reads speak to them
+({greeting_name}, "your seat"): :meth:`TemplateFields.about_customer` gives the fields for the former.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+import re
+import string
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +34,71 @@ _SECTIONS = (
     "continuity",
     "continuity_customer",
     "incidents",
+    "incidents_agent",
     "channels",
     "follow_ups",
     "features",
+    "customer_name",
+    "follow_up_channel",
+    "explained_by",
 )
+# The sections whose texts are templates (``values``, ``channels`` and ``anonymous_name`` are shown as written).
+_TEMPLATE_SECTIONS = (
+    "greeting",
+    "greeting_name",
+    "customer_name",
+    "why",
+    "incidents",
+    "incidents_agent",
+    "reasons",
+    "continuity",
+    "continuity_customer",
+    "follow_ups",
+)
+_CUSTOMER_FORMS = ("customer", "to_customer")
+_VARIANT = re.compile(r"\[([^\[\]]*)\]")
+_FORMATTER = string.Formatter()
+
+
+def placeholders(template: str) -> list[str]:
+    """The fields a template (or one alternative of a variant) names, in order; ValueError for a stray brace."""
+    return [name for _, name, _, _ in _FORMATTER.parse(template) if name is not None]
+
+
+def render(template: str, fields: Mapping[str, str]) -> str:
+    """``template`` filled in from ``fields`` (a field without a value is empty).
+
+    Each variant ``[A|B|...]`` becomes its first alternative whose fields all have a value, or nothing when none
+    has ("Add a checked bag[ to {flight}] for 30 euros" without a flight: "Add a checked bag for 30 euros"). A
+    field at the start of a sentence starts it with a capital letter ("{customer} may like ...": "The customer
+    may like ..."), whatever the value's case.
+    """
+    if "[" in template:
+        template = _VARIANT.sub(lambda group: _first_filled(group[1].split("|"), fields), template)
+    parts: list[str] = []
+    for literal, name, spec, _ in _FORMATTER.parse(template):
+        parts.append(literal)
+        if name is None:
+            continue
+        value = format(fields[name], spec) if spec else fields[name]
+        if value and _starts_sentence(parts):
+            value = value[0].upper() + value[1:]
+        parts.append(value)
+    return "".join(parts)
+
+
+def _first_filled(alternatives: list[str], fields: Mapping[str, str]) -> str:
+    for alternative in alternatives:
+        if all(fields[name] for name in placeholders(alternative)):
+            return alternative
+    return ""
+
+
+def _starts_sentence(before: list[str]) -> bool:
+    """Whether what is written so far leaves the next word at the start of a sentence."""
+    text = "".join(before)
+    stripped = text.rstrip()
+    return not stripped or (stripped[-1] in ".!?" and stripped != text)
 
 
 # The fields set one after another when a decision's template values are made, each stage seeing those before
@@ -47,13 +115,14 @@ class NarratedFeatures:
     incident_type: str  # its value picks the ``incidents`` text shown as {incident}
     family_name: str  # on file: the greeting is ``greeting.known`` and {greeting_name} is ``greeting_name``
     given_name: str  # else {greeting_name} is this feature, or ``anonymous_name``
+    title: str  # as the language writes it (``values``), picks the form of {customer} (``customer_name``)
     placeholders: Mapping[str, str]  # {placeholder}: the feature shown
 
     @classmethod
     def parse(cls, raw: Any, file: str) -> NarratedFeatures:
         """The ``features`` section; NarratorError names what is missing. A feature the schema does not have (a
         smaller deployment) shows as nothing, as any placeholder that is not a field does."""
-        roles = ("incident_type", "family_name", "given_name")
+        roles = ("incident_type", "family_name", "given_name", "title")
         section: dict[str, Any] = raw if isinstance(raw, dict) else {}
         placeholders = section.get("placeholders", {})
         wrong = [role for role in roles if not isinstance(section.get(role), str)]
@@ -69,6 +138,7 @@ class NarratedFeatures:
             incident_type=section["incident_type"],
             family_name=section["family_name"],
             given_name=section["given_name"],
+            title=section["title"],
             placeholders={str(key): value for key, value in placeholders.items()},
         )
 
@@ -79,10 +149,11 @@ class TemplateFields(dict[str, str]):
 
     What a field holds, in order, each later stage replacing an earlier one's field of the same name: the
     features by name, shown in the language (not the sensitive ones where the customer reads the text);
-    ``greeting_name`` and the placeholders the messages file's ``features`` section names (``incident_flight``,
-    ``problem``, ``application``); the request context's declared keys with valid values (see
-    Narrator.template_values), for names not taken yet; ``incident``, ``complaint``; ``channel``. The greeting
-    name and the incident and complaint texts are rendered from the fields of the stages before theirs.
+    ``greeting_name``, ``customer``, ``to_customer`` and the placeholders the messages file's ``features`` section
+    names (``incident_flight``, ``problem``, ``application``); the request context's declared keys with valid
+    values (see Narrator.template_values), for names not taken yet; ``incident``, ``complaint``; ``channel``. The
+    names and the incident and complaint texts are rendered from the fields of the stages before theirs; the
+    incident and complaint told to the customer, or about them (``about_customer``).
     """
 
     def __init__(
@@ -95,6 +166,7 @@ class TemplateFields(dict[str, str]):
         channel: str,
         has_incident: bool,
         has_complaint: bool,
+        about: bool = False,
     ) -> None:
         super().__init__()
         self._narrator = narrator
@@ -105,6 +177,7 @@ class TemplateFields(dict[str, str]):
         self._channel = channel
         self._has_incident = has_incident
         self._has_complaint = has_complaint
+        self._about = about
         self._shown: dict[str, str] = {}
 
     def __missing__(self, key: str) -> str:
@@ -125,6 +198,16 @@ class TemplateFields(dict[str, str]):
 
     def extended(self, extra: Mapping[str, str]) -> TemplateFields:
         """These fields with ``extra`` on top (an action's title in a letter, the features named in a reason)."""
+        copy = self._copy(self._about)
+        copy.update(self)
+        copy.update(extra)
+        return copy
+
+    def about_customer(self) -> TemplateFields:
+        """The fields of a text an agent reads: {incident} and {complaint} told about the customer."""
+        return self if self._about else self._copy(about=True)
+
+    def _copy(self, about: bool) -> TemplateFields:
         copy = TemplateFields(
             self._narrator,
             self._values,
@@ -134,10 +217,9 @@ class TemplateFields(dict[str, str]):
             self._channel,
             self._has_incident,
             self._has_complaint,
+            about,
         )
         copy._shown = self._shown
-        copy.update(self)
-        copy.update(extra)
         return copy
 
     def feature(self, name: str) -> str:
@@ -157,18 +239,21 @@ class TemplateFields(dict[str, str]):
     def _resolve(self, key: str, stage: int) -> str | None:
         """The field ``key`` as it stood after ``stage``; None when it was not set."""
         narrator, language, named = self._narrator, self._language, self._narrator.features
+        incidents = "incidents_agent" if self._about else "incidents"
         if stage >= _ALL and key == "channel":
             return narrator.channel_name(self._channel, language)
         if stage >= _COMPLAINT and key == "complaint" and self._has_complaint:
-            return narrator.text("incidents", language, "complaint").format_map(_Stage(self, _INCIDENT))
+            return render(narrator.text(incidents, language, "complaint"), _Stage(self, _INCIDENT))
         if stage >= _INCIDENT and key == "incident" and self._has_incident:
             incident_type = str(self._values.get(named.incident_type) or "")
-            return narrator.text("incidents", language, incident_type).format_map(_Stage(self, _CONTEXT))
+            return render(narrator.text(incidents, language, incident_type), _Stage(self, _CONTEXT))
         if stage >= _DERIVED:
             if key == "greeting_name":
                 if self._feature(named.family_name):
-                    return narrator.text("greeting_name", language).format_map(_Stage(self, _FEATURES)).strip()
+                    return render(narrator.text("greeting_name", language), _Stage(self, _FEATURES)).strip()
                 return self._feature(named.given_name) or narrator.text("anonymous_name", language)
+            if key in _CUSTOMER_FORMS:
+                return self._customer(key)
             source = named.placeholders.get(key)
             if source is not None:
                 return self._feature(source) or ""
@@ -179,15 +264,32 @@ class TemplateFields(dict[str, str]):
             return self._context.get(key)
         return None
 
+    def _customer(self, form: str) -> str:
+        """{customer} or {to_customer}: the form ``customer_name`` gives for the customer's title in the language
+        when the family name is on file, else its ``named`` form (a given name) or ``anonymous`` one."""
+        named = self._narrator.features
+        forms = self._narrator.texts["customer_name"][form]
+        by_title: Mapping[str, str] = forms.get(self._language) or forms["en"]
+        if self._feature(named.family_name):
+            template = by_title.get(self._feature(named.title) or "", by_title["named"])
+        elif self._feature(named.given_name):
+            template = by_title["named"]
+        else:
+            template = by_title["anonymous"]
+        return render(str(template), _Stage(self, _DERIVED, exclude=_CUSTOMER_FORMS))
+
 
 class _Stage(Mapping[str, str]):
     """The fields as they stood after one stage, for rendering the templates of the stage after it."""
 
-    def __init__(self, fields: TemplateFields, stage: int) -> None:
+    def __init__(self, fields: TemplateFields, stage: int, exclude: Sequence[str] = ()) -> None:
         self._fields = fields
         self._stage = stage
+        self._exclude = exclude  # the field being worked out itself: a template naming it shows nothing
 
     def __getitem__(self, key: str) -> str:
+        if key in self._exclude:
+            return ""
         value = self._fields._resolve(key, self._stage)
         return "" if value is None else value
 
@@ -232,21 +334,74 @@ class Narrator:
                 f"{Path(messages_path).name}: needs a 'languages' list and the sections {', '.join(_SECTIONS)}; "
                 f"missing or not a mapping: {', '.join(missing) or 'languages'}"
             )
+        self.file = Path(messages_path).name
         self.texts: dict[str, Any] = texts
         self.languages: list[str] = [str(language) for language in texts["languages"]]
         self.schema = schema
         self._value_names: Mapping[str, Any] = texts.get("values") or {}
-        self.features = NarratedFeatures.parse(texts["features"], Path(messages_path).name)
+        self.features = NarratedFeatures.parse(texts["features"], self.file)
         # continuity's kinds are features (shown while the customer has one), each with a customer-facing text
         untold = [str(kind) for kind in texts["continuity"] if kind not in texts["continuity_customer"]]
         if untold:
-            raise NarratorError(f"{Path(messages_path).name}: continuity_customer has no text for {', '.join(untold)}")
+            raise NarratorError(f"{self.file}: continuity_customer has no text for {', '.join(untold)}")
+        untold = [str(kind) for kind in texts["incidents"] if kind not in texts["incidents_agent"]]
+        if untold:
+            raise NarratorError(f"{self.file}: incidents_agent has no text for {', '.join(untold)}")
+        _check_customer_name(texts["customer_name"], self.file)
+        self.explained_by = _explained_by(texts["explained_by"], self.file)
+        self._reaches, self._touchpoint_channels = _follow_up_channel(texts["follow_up_channel"], self.file)
         # The features a template may name, by derived name: all of them where an agent reads the text, none
         # of the sensitive ones where the customer does (keyed by Touchpoint.customer_facing).
         self._shown_features: dict[bool, dict[str, Feature]] = {
             facing: {f.derived_name: f for f in schema.features if not (f.sensitive and facing)}
             for facing in (False, True)
         }
+
+    def template_problems(self, actions: Mapping[str, Action], catalogue_file: str) -> list[str]:
+        """What is wrong with the templates of the messages file and of ``actions`` (the catalogue's), one line
+        each naming the file, the text, its language and the placeholder: a placeholder that is no field a text
+        can show, a request context field outside a variant (it would render blank when a request lacks it), a
+        variant not closed; and an ``explained_by`` entry that is not an action or not a feature."""
+        schema = self.schema
+        features = {f.derived_name for f in schema.features}
+        context = set(schema.context)
+        derived = {"greeting_name", *_CUSTOMER_FORMS, *self.features.placeholders}
+        every = features | context | derived | {"incident", "complaint", "channel"}
+        incident = (features | context | derived) - {"complaint"}
+        allowed = {
+            "greeting_name": features,
+            "customer_name": features | {"greeting_name"},
+            "incidents": incident,
+            "incidents_agent": incident,
+            "incidents.complaint": incident | {"incident"},
+            "incidents_agent.complaint": incident | {"incident"},
+            "why": every | {"reason"},
+            "reasons.model_ranked": every | {"features"},
+            "follow_ups": every | {"action_title", "action_confirmation"},
+        }
+        by_length = sorted(allowed, key=len, reverse=True)  # the most specific first: incidents.complaint
+        problems = []
+        for section in _TEMPLATE_SECTIONS:
+            for where, template in _texts(self.texts[section], section):
+                fields = next((allowed[k] for k in by_length if where.startswith(k + ".")), every)
+                problems += [f"{self.file}: {where}: {p}" for p in _template_problems(template, fields, context)]
+        for action in actions.values():
+            texts = [(f"messages.{lang}.{d}", text) for lang, by in action.messages.items() for d, text in by.items()]
+            texts += [(f"confirmation.{lang}", text) for lang, text in action.confirmations.items()]
+            for where, template in texts:
+                problems += [
+                    f"{catalogue_file}: action {action.action_id!r}: {where}: {p}"
+                    for p in _template_problems(template, every, context)
+                ]
+        for action_id, cited in self.explained_by.items():
+            if action_id not in actions:
+                problems.append(f"{self.file}: explained_by: {action_id} is not an action of {catalogue_file}")
+            problems += [
+                f"{self.file}: explained_by.{action_id}: {name} is not a feature (features/schema.yaml, as rules "
+                "read it)"
+                for name in sorted(cited - features)
+            ]
+        return problems
 
     def reason_languages(self) -> dict[str, frozenset[str]]:
         """Each reason code with the languages its text is written in: the rules compiler checks them."""
@@ -284,7 +439,7 @@ class Narrator:
         text, messages = self._explanation(ranked, eligible.reasons, features, fields, language, touchpoint, greeting)
         channel = ChannelAdvice()
         if eligible.channel:
-            reason = self._reason_text(eligible.channel_reason, fields, language)
+            reason = self._reason_text(eligible.channel_reason, fields.about_customer(), language)
             channel = ChannelAdvice(eligible.channel, eligible.channel_reason, reason)
         decided = {r.action.action_id: r.action for r in ranked}
         return Narration(
@@ -294,7 +449,9 @@ class Narrator:
             messages=tuple(messages),
             top_features=tuple(features),
             channel=channel,
-            follow_ups=tuple(self._follow_ups(eligible.follow_ups, decided, fields, language, eligible.channel)),
+            follow_ups=tuple(
+                self._follow_ups(eligible.follow_ups, decided, fields, language, eligible.channel, touchpoint)
+            ),
             open_items=tuple(self._open_items(values, fields, language, touchpoint)),
         )
 
@@ -348,25 +505,26 @@ class Narrator:
     def _reason_text(self, code: str, fields: TemplateFields, language: str) -> str:
         """The human-readable reason for a reason code; empty when the messages have none."""
         if code in self.texts["reasons"]:
-            return self.text("reasons", language, code).format_map(fields)
+            return render(self.text("reasons", language, code), fields)
         return ""
 
     def _open_items(
-        self, values: Mapping[str, Any], fields: Mapping[str, str], language: str, touchpoint: Touchpoint
+        self, values: Mapping[str, Any], fields: TemplateFields, language: str, touchpoint: Touchpoint
     ) -> list[OpenItem]:
         """Open problems and pending applications (each ``continuity`` kind the customer's feature of that name
         holds), at every touchpoint: the details only where an agent reads."""
         detailed = not touchpoint.customer_facing
         section = "continuity" if detailed else "continuity_customer"
+        told = fields.about_customer() if detailed else fields
         return [
-            OpenItem(kind, self.text(section, language, kind).format_map(fields), detailed)
+            OpenItem(kind, render(self.text(section, language, kind), told), detailed)
             for kind in self.texts["continuity"]
             if values.get(kind)
         ]
 
     def _greeting(self, fields: Mapping[str, str], language: str, known: bool) -> str:
         kind = "known" if known and fields.get(self.features.family_name) else "anonymous"
-        return self.text("greeting", language, kind).format_map(fields)
+        return render(self.text("greeting", language, kind), fields)
 
     def _contributions(
         self,
@@ -398,19 +556,20 @@ class Narrator:
     ) -> tuple[str, list[str]]:
         """The explanation text for the touchpoint, and each ranked action's own message."""
         delivery = touchpoint.delivery
-        messages = [r.action.message(language, delivery).format_map(fields) for r in ranked]
+        about = fields.about_customer()
+        told = about if delivery == "agent" else fields
+        messages = [render(r.action.message(language, delivery), told) for r in ranked]
         if not ranked:
             lead = self.text("reasons", language, "no_action")
             return (lead if delivery == "agent" else greeting), messages
         parts = [] if delivery == "agent" else [greeting]
         parts.append(messages[0])
         if delivery == "agent":
-            parts.append(
-                self.text("why", language).format(reason=self._reason(ranked[0], reasons, features, fields, language))
-            )
+            reason = self._reason(ranked[0], reasons, features, about, language)
+            parts.append(render(self.text("why", language), about.extended({"reason": reason})))
             for kind in self.texts["continuity"]:
                 if fields.feature(kind):
-                    parts.append(self.text("continuity", language, kind).format_map(fields))
+                    parts.append(render(self.text("continuity", language, kind), about))
         return " ".join(p for p in parts if p), messages
 
     def _reason(
@@ -421,14 +580,18 @@ class Narrator:
         fields: TemplateFields,
         language: str,
     ) -> str:
+        """Why the top action: its rules' reason, else the model's reasons that made it likelier and that
+        ``explained_by`` lets it name (never one that made it less likely, nor an airline feature for a bank
+        product), else the generic sentence."""
         for code in reasons.get(top.action.action_id, ()):
             if code in self.texts["reasons"]:
-                return self.text("reasons", language, code).format_map(fields)
-        labels = (
-            "、".join(f.label for f in features) if language.startswith("zh") else ", ".join(f.label for f in features)
-        )
-        filled = fields.extended({"features": labels or top.action.title(language)})
-        return self.text("reasons", language, "model_ranked").format_map(filled)
+                return render(self.text("reasons", language, code), fields)
+        cited = self.explained_by.get(top.action.action_id, frozenset())
+        labels = [f.label for f in features if f.contribution > 0 and f.feature in cited]
+        if not labels:
+            return render(self.text("reasons", language, "model_ranked_generic"), fields)
+        joined = "、".join(labels) if language.startswith("zh") else ", ".join(labels)
+        return render(self.text("reasons", language, "model_ranked"), fields.extended({"features": joined}))
 
     def _follow_ups(
         self,
@@ -437,9 +600,14 @@ class Narrator:
         fields: TemplateFields,
         language: str,
         channel: str,
+        touchpoint: Touchpoint,
     ) -> list[FollowUp]:
         """The follow-ups to send, rendered: one per kind, for the first of its actions that was decided (the
-        letter confirms the upgrade, or the points given instead), or unconditionally when tied to no action."""
+        letter confirms the upgrade, or the points given instead), or unconditionally when tied to no action.
+        Each goes by the channel its rule names, else by the decision's when a letter reaches the customer by it,
+        else by the touchpoint's own (``follow_up_channel``)."""
+        if channel not in self._reaches:
+            channel = self._touchpoint_channels.get(touchpoint, channel)
         rendered: dict[str, FollowUp] = {}
         for want in wanted:
             if want.kind in rendered or want.kind not in self.texts["follow_ups"]:
@@ -452,12 +620,88 @@ class Narrator:
                 filled = fields.extended(
                     {
                         "action_title": action.title(language),
-                        "action_confirmation": action.confirmation(language).format_map(fields),
+                        "action_confirmation": render(action.confirmation(language), fields),
                     }
                 )
-            text = self.text("follow_ups", language, want.kind).format_map(filled)
+            text = render(self.text("follow_ups", language, want.kind), filled)
             rendered[want.kind] = FollowUp(want.kind, want.action_id, language, text, want.channel or channel)
         return list(rendered.values())
+
+
+def _texts(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every text under ``node`` of the messages file, with where it is (``reasons.loyal_member.zh-Hant``)."""
+    if isinstance(node, str):
+        yield where, node
+    elif isinstance(node, dict):
+        for key, child in node.items():
+            yield from _texts(child, f"{where}.{key}")
+
+
+def _template_problems(template: str, fields: Iterable[str], optional: Iterable[str]) -> list[str]:
+    """What is wrong with one template: placeholders that are not among ``fields``, ``optional`` ones (request
+    context fields) outside a variant, brackets that do not pair."""
+    depth = 0
+    for char in template:
+        if char == "[":
+            if depth:
+                return ["a '[' inside a variant: variants do not nest"]
+            depth = 1
+        elif char == "]":
+            if not depth:
+                return ["a ']' without its '['"]
+            depth = 0
+    if depth:
+        return ["a '[' without its ']'"]
+    known, may_be_missing = set(fields), set(optional)
+    problems = []
+    for index, part in enumerate(re.split(r"(\[[^\[\]]*\])", template)):
+        try:
+            names = placeholders(part)
+        except ValueError as error:
+            return [f"not a template: {error} (a literal brace is written {{{{ or }}}})"]
+        in_variant = index % 2 == 1
+        for name in names:
+            if name not in known:
+                problems.append(f"{{{name}}} is not a field a text can show")
+            elif name in may_be_missing and not in_variant:
+                problems.append(
+                    f"{{{name}}} may be missing from a request: write it in a variant, e.g. "
+                    f'"[ on {{{name}}}]" or "[{{{name}}}|today]"'
+                )
+    return problems
+
+
+def _check_customer_name(section: Mapping[str, Any], file: str) -> None:
+    """``customer_name`` has each form, each with a ``named`` and an ``anonymous`` text in English at least."""
+    for form in _CUSTOMER_FORMS:
+        by_language = section.get(form)
+        if not isinstance(by_language, dict) or "en" not in by_language:
+            raise NarratorError(f"{file}: customer_name: needs {form!r} with at least English ('en')")
+        for language, by_title in by_language.items():
+            if not isinstance(by_title, dict) or not {"named", "anonymous"} <= set(by_title):
+                raise NarratorError(f"{file}: customer_name.{form}.{language}: needs 'named' and 'anonymous' texts")
+
+
+def _explained_by(section: Mapping[str, Any], file: str) -> dict[str, frozenset[str]]:
+    """``explained_by``: each action with the features its why may name."""
+    cited = {}
+    for action_id, names in section.items():
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise NarratorError(f"{file}: explained_by.{action_id}: needs a list of feature names")
+        cited[str(action_id)] = frozenset(names)
+    return cited
+
+
+def _follow_up_channel(section: Mapping[str, Any], file: str) -> tuple[frozenset[str], dict[Touchpoint, str]]:
+    """``follow_up_channel``: the channels a letter reaches the customer by, and each touchpoint's own."""
+    reaches, touchpoints = section.get("reaches"), section.get("touchpoints")
+    if not isinstance(reaches, list) or not isinstance(touchpoints, dict):
+        raise NarratorError(f"{file}: follow_up_channel: needs a 'reaches' list and a 'touchpoints' mapping")
+    try:
+        own = {Touchpoint.named(name): str(channel) for name, channel in touchpoints.items()}
+    except ValueError as error:
+        raise NarratorError(f"{file}: follow_up_channel.touchpoints: {error}") from None
+    return frozenset(str(channel) for channel in reaches), own
 
 
 def _shown(value: Any) -> str:

@@ -1,6 +1,7 @@
 """``nba rules``: the commands business analysts use on the rule files.
 
-  nba rules check                        compile every rule file, catalogue and messages; say what is wrong
+  nba rules check                        compile every rule file, catalogue and messages, check every text's
+                                         placeholders; say what is wrong
   nba rules test [--only ID]             run the scenarios in rules/scenarios and report which pass
   nba rules explain --customer ID --touchpoint T [--context K=V ...]
                                          every rule, whether it matched this customer here and why not
@@ -75,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"nba rules {args.rules_command}: {error}", file=sys.stderr)
         return 2
     if args.rules_command == "check":
-        rules = strategy.rules.policies
-        print(f"rules {strategy.rules_version}: {len(rules.files)} files, {len(strategy.rules.rule_ids)} rules, OK")
-        return 0
+        return _check(strategy, Path(files.catalogue_path).name)
     try:
         if args.rules_command == "test":
             return _test(args, strategy, schema)
@@ -85,6 +84,20 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioFileError as error:
         print(f"nba rules {args.rules_command}: {error}", file=sys.stderr)
         return 2
+
+
+def _check(strategy: Strategy, catalogue_file: str) -> int:
+    """The rules compiled; then every template of the messages and the catalogue checked (``Narrator.
+    template_problems``): each problem on a line of its own, and 1 when there is any."""
+    rules = strategy.rules.policies
+    problems = strategy.narrator.template_problems(strategy.catalogue.actions, catalogue_file)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"nba rules check: {len(problems)} problem(s) in the texts", file=sys.stderr)
+        return 1
+    print(f"rules {strategy.rules_version}: {len(rules.files)} files, {len(strategy.rules.rule_ids)} rules, OK")
+    return 0
 
 
 def _scorer(settings: Settings, schema: FeatureSchema, needed: bool) -> Scorer:
