@@ -37,7 +37,7 @@ def render(e: Evaluation) -> str:
     card = e.artifact.card
     parts = [
         f"<h1>Model {_h(e.artifact.version)}</h1>",
-        "<table class='facts'>",
+        "<div class='table'><table class='facts'>",
         _row("evaluated on", e.rows_label),
         _row("log", f"{e.log.source.rsplit('/', 1)[-1] or '(table)'}, {len(e.log):,} rows"),
         _row("outcome", f"{e.log.columns.outcome} ({'0/1' if e.binary else 'a value'})"),
@@ -45,7 +45,7 @@ def render(e: Evaluation) -> str:
         _row("trained", f"{card.trained_at} on {card.log.get('rows', '?')} rows"),
         _row("servable", "yes" if e.artifact.servable else f"no: {card.details.get('servable_reason', '')}"),
         _row("actions", ", ".join(e.candidates)),
-        "</table>",
+        "</table></div>",
     ]
     if e.warnings:
         parts.append("<div class='warnings'><h2>Warnings</h2><ul>")
@@ -79,13 +79,16 @@ def render(e: Evaluation) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <title>nba evaluation: {_h(e.artifact.version)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+.table {{ max-width: 100%; overflow-x: auto; margin: 1em 0; }}
+table {{ border-collapse: collapse; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }}
-th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
-.facts td {{ text-align: left; white-space: normal; }}
+th {{ background: #f3f3f3; white-space: normal; vertical-align: bottom; }}
+td:first-child, th:first-child {{ text-align: left; }}
+.interval {{ display: block; color: #666; font-size: 0.85em; }}
+.facts td {{ text-align: left; white-space: normal; overflow-wrap: anywhere; }}
 .warnings {{ background: #fff4e5; border: 1px solid #f0a030; padding: 0.5em 1em; }}
-tr.model td {{ font-weight: bold; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
+tr.model td {{ font-weight: bold; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; height: auto; }}
 </style></head><body>
 {body}
 </body></html>
@@ -113,16 +116,17 @@ def _ope_explanation(e: Evaluation) -> str:
 
 def _ope_table(e: Evaluation) -> str:
     rows = [
-        "<table><tr><th>policy</th><th>IPS</th><th>SNIPS</th><th>DR</th>"
+        "<div class='table'><table><tr><th>policy</th><th>IPS</th><th>SNIPS</th><th>DR</th>"
         "<th>rows chosen alike</th><th>effective sample size</th><th>clipped rows</th></tr>"
     ]
     for p in e.policies:
         css = " class='model'" if p.policy == MODEL_POLICY else ""
         rows.append(
-            f"<tr{css}><td>{_h(p.policy)}</td><td>{_est(p.ips)}</td><td>{_est(p.snips)}</td><td>{_est(p.dr)}</td>"
+            f"<tr{css}><td>{_h(p.policy)}</td><td>{_est_cell(p.ips)}</td><td>{_est_cell(p.snips)}</td>"
+            f"<td>{_est_cell(p.dr)}</td>"
             f"<td>{p.supported_rows:,}</td><td>{p.effective_sample_size:,.0f}</td><td>{p.clipped_rows:,}</td></tr>"
         )
-    rows.append("</table>")
+    rows.append("</table></div>")
     if e.model_minus_logging:
         d = e.model_minus_logging
         verdict = _verdict(d["dr"])
@@ -136,14 +140,15 @@ def _live_section(e: Evaluation) -> str:
     rows = [
         "<p>Each decision's first action, by the model that decided it. The arms are customer groups drawn by a "
         "stable hash of the customer id, so their observed outcomes compare directly.</p>",
-        "<table><tr><th>arm</th><th>models</th><th>decisions</th><th>observed mean outcome</th></tr>",
+        "<div class='table'><table><tr><th>arm</th><th>models</th><th>decisions</th>"
+        "<th>observed mean outcome</th></tr>",
     ]
     for arm in live.arms:
         rows.append(
             f"<tr><td>{_h(arm.arm)}</td><td>{_h(', '.join(arm.model_versions))}</td><td>{arm.decisions:,}</td>"
-            f"<td>{_est(arm.mean_outcome)}</td></tr>"
+            f"<td>{_est_cell(arm.mean_outcome)}</td></tr>"
         )
-    rows.append("</table>")
+    rows.append("</table></div>")
     if live.challenger_minus_champion is not None:
         diff = live.challenger_minus_champion
         verdict = (
@@ -183,13 +188,13 @@ def _metrics_table(e: Evaluation) -> str:
     m = e.metrics
     names = ["auc", "logloss", "mean_outcome", "mean_predicted"] if e.binary else ["rmse", "mae", "mean_outcome"]
     cells = "".join(f"<tr><td>{n}</td><td>{_num(m.get(n))}</td></tr>" for n in names)
-    out = f"<table><tr><th>metric</th><th>value</th></tr>{cells}</table>"
+    out = f"<div class='table'><table><tr><th>metric</th><th>value</th></tr>{cells}</table></div>"
     if e.binary and m.get("auc_by_action"):
         counts = {a: int((e.actions == a).sum()) for a in m["auc_by_action"]}
         lines = "".join(
             f"<tr><td>{_h(a)}</td><td>{counts[a]:,}</td><td>{_num(v)}</td></tr>" for a, v in m["auc_by_action"].items()
         )
-        out += f"<table><tr><th>action</th><th>rows</th><th>AUC</th></tr>{lines}</table>"
+        out += f"<div class='table'><table><tr><th>action</th><th>rows</th><th>AUC</th></tr>{lines}</table></div>"
     return out
 
 
@@ -201,6 +206,13 @@ def _est(estimate: Estimate) -> str:
     if math.isnan(estimate.estimate):
         return "n/a"
     return f"{estimate.estimate:.4g} [{estimate.low:.4g}, {estimate.high:.4g}]"
+
+
+def _est_cell(estimate: Estimate) -> str:
+    """An estimate in a table: its interval on a line of its own, so the columns stay narrow enough for a laptop."""
+    if math.isnan(estimate.estimate):
+        return "n/a"
+    return f"{estimate.estimate:.4g}<span class='interval'>[{estimate.low:.4g}, {estimate.high:.4g}]</span>"
 
 
 def _num(value: Any) -> str:
