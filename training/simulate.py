@@ -39,6 +39,7 @@ from decision.scoring import LightGBMScorer
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.bulk_load import ID_COLUMN, BulkLoadError, read_table
 from features.schema import FeatureSchema
+from training.progress import progress
 
 TOUCHPOINT_COLUMN = "touchpoint"
 CONTEXT_PREFIX = "ctx_"
@@ -519,7 +520,7 @@ def simulate(
     diff = StrategyDiff() if candidate is not None else None
     kept: list[list[Decision]] = [[] for _ in runs]
     started = time.perf_counter()
-    for index, row in enumerate(rows):
+    for index, row in enumerate(progress(rows, desc="simulate", unit="customer")):
         decisions = [run.decide(index, row) for run in runs]
         for summary, decision, strategy, decided in zip(summaries, decisions, strategies, kept, strict=True):
             summary.add(decision, row.context, strategy.catalogue)

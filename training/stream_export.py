@@ -38,6 +38,7 @@ from decision.decision_log.records import unpack
 from decision.decision_log.shipped_files import DECISIONS, OUTCOMES, LogDirectory, StreamId
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 from features.schema import FeatureSchema
+from training.progress import progress
 
 BATCH = 1_000
 ACCEPTED = "ACCEPTED"
@@ -142,7 +143,7 @@ def decision_table(
     rows: list[dict[str, Any]] = []
     context_keys: dict[str, None] = {}
     seen: set[str] = set()
-    for fields in decisions:
+    for fields in progress(decisions, desc="decisions read", unit="decision"):
         decision = orjson.loads(unpack(fields["decision"]))
         if decision["decision_id"] in seen:
             continue

@@ -29,6 +29,7 @@ from features.schema import FeatureSchema
 from training.demo_model import auc, logloss
 from training.lightgbm_params import lightgbm_params
 from training.log_import import ImportedLog, LogError
+from training.progress import progress
 
 MIN_ROWS = 30
 
@@ -111,13 +112,19 @@ def train_model(
         free_raw_data=False,
     )
     stop_set = train_set.create_valid(matrix[split.early_stopping], log.outcomes[split.early_stopping])
-    booster = lgb.train(
-        params,
-        train_set,
-        num_boost_round=options.num_boost_round,
-        valid_sets=[stop_set],
-        callbacks=[lgb.early_stopping(options.early_stopping_rounds, first_metric_only=True, verbose=False)],
-    )
+    # One step a tree, out of the most it may grow; early stopping usually ends it well before.
+    with progress(desc="training", unit="tree", total=options.num_boost_round) as trees:
+        booster = lgb.train(
+            params,
+            train_set,
+            num_boost_round=options.num_boost_round,
+            valid_sets=[stop_set],
+            callbacks=[
+                lgb.early_stopping(options.early_stopping_rounds, first_metric_only=True, verbose=False),
+                lambda _: trees.update(),
+            ],
+        )
+        trees.total = trees.n  # stopped early: done, not stuck at 11%
     best = int(booster.best_iteration or booster.current_iteration())
     model_text = booster.model_to_string(num_iteration=best)
 
