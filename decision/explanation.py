@@ -318,6 +318,14 @@ class NarratorError(ValueError):
     """The messages file is invalid; the message names the file and the section."""
 
 
+class TemplateError(NarratorError):
+    """Templates that cannot be rendered as written (``Narrator.template_problems``), every one named."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class Narrator:
     """Renders every text of a decision from templates."""
 
@@ -394,14 +402,22 @@ class Narrator:
                     for p in _template_problems(template, every, context)
                 ]
         for action_id, cited in self.explained_by.items():
-            if action_id not in actions:
-                problems.append(f"{self.file}: explained_by: {action_id} is not an action of {catalogue_file}")
             problems += [
                 f"{self.file}: explained_by.{action_id}: {name} is not a feature (features/schema.yaml, as rules "
                 "read it)"
                 for name in sorted(cited - features)
             ]
         return problems
+
+    def stray_explanations(self, actions: Mapping[str, Action], catalogue_file: str) -> list[str]:
+        """``explained_by`` entries for actions the catalogue does not have: a misspelt id leaves its action with
+        the generic why. Named by ``nba rules check``; not refused at load, since a deployment may serve a part
+        of the catalogue with the whole messages file."""
+        return [
+            f"{self.file}: explained_by: {action_id} is not an action of {catalogue_file}"
+            for action_id in self.explained_by
+            if action_id not in actions
+        ]
 
     def reason_languages(self) -> dict[str, frozenset[str]]:
         """Each reason code with the languages its text is written in: the rules compiler checks them."""

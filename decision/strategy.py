@@ -30,7 +30,7 @@ from pathlib import Path
 from decision.catalogue import Catalogue, CatalogueError
 from decision.deployment import Models, ModelSource
 from decision.eligibility import EligibilityPolicy
-from decision.explanation import Narrator, NarratorError
+from decision.explanation import Narrator, NarratorError, TemplateError
 from decision.models import ModelError
 from decision.scoring import Scorer
 from features.schema import FeatureSchema
@@ -110,6 +110,11 @@ def strategy_with(catalogue: Catalogue, files: RuleFiles, schema: FeatureSchema,
                 f"{Path(files.catalogue_path).name}: action {action.action_id!r}: no text for {', '.join(missing)} "
                 f"(every action speaks the languages of {Path(files.messages_path).name})"
             )
+    # A text that cannot be rendered as written is refused like a rule that does not compile: at start, and on a
+    # reload, which keeps the strategy serving (a misspelt placeholder would otherwise show as a blank).
+    problems = narrator.template_problems(catalogue.actions, Path(files.catalogue_path).name)
+    if problems:
+        raise TemplateError(problems)
     reasons = ReasonTexts(tuple(narrator.languages), narrator.reason_languages(), Path(files.messages_path).name)
     rules = RulesEngine(files.policy_dir, catalogue.action_ids, schema, reasons)
     version = hashlib.sha256(f"{rules.version}:{narrator.version}".encode()).hexdigest()[:12]

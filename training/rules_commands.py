@@ -28,6 +28,7 @@ import numpy as np
 from decision import discovery, validation
 from decision.cli import REDIS_HELP, Handler
 from decision.errors import InvalidArgument
+from decision.explanation import TemplateError
 from decision.models import CARD_FILE
 from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer, Scorer
@@ -72,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     schema = FeatureSchema.load(settings.schema_path)
     try:
         strategy = load_strategy(files, schema, _scorer(settings, schema, needed=args.rules_command != "check"))
+    except TemplateError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print(f"nba rules {args.rules_command}: {len(error.problems)} problem(s) in the texts", file=sys.stderr)
+        return 1
     except RELOAD_ERRORS as error:
         print(f"nba rules {args.rules_command}: {error}", file=sys.stderr)
         return 2
@@ -87,14 +93,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(strategy: Strategy, catalogue_file: str) -> int:
-    """The rules compiled; then every template of the messages and the catalogue checked (``Narrator.
-    template_problems``): each problem on a line of its own, and 1 when there is any."""
+    """The rules compiled and every template checked (``Narrator.template_problems``, as loading does); then
+    what loading lets pass but an author means otherwise (``Narrator.stray_explanations``): 1 when there is any."""
     rules = strategy.rules.policies
-    problems = strategy.narrator.template_problems(strategy.catalogue.actions, catalogue_file)
-    for problem in problems:
+    stray = strategy.narrator.stray_explanations(strategy.catalogue.actions, catalogue_file)
+    for problem in stray:
         print(problem, file=sys.stderr)
-    if problems:
-        print(f"nba rules check: {len(problems)} problem(s) in the texts", file=sys.stderr)
+    if stray:
+        print(f"nba rules check: {len(stray)} problem(s) in the texts", file=sys.stderr)
         return 1
     print(f"rules {strategy.rules_version}: {len(rules.files)} files, {len(strategy.rules.rule_ids)} rules, OK")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from decision.catalogue import DEFAULT_CATALOGUE_PATH, Catalogue, CatalogueError
+from decision.explanation import TemplateError
 from decision.scoring import LightGBMScorer
 from decision.strategy import RuleFiles, Strategy, StrategyWatcher, load_strategy
 from features.schema import FeatureSchema
@@ -165,3 +166,19 @@ def test_a_bad_catalogue_names_its_file_and_field(tmp_path: Path, change, expect
         Catalogue.load(path)
     assert str(refused.value).startswith(expected)
     assert str(tmp_path) not in str(refused.value)  # the file's name, not this machine's path
+
+
+def test_a_text_with_a_misspelt_placeholder_is_refused_and_the_strategy_keeps_serving(watched, caplog) -> None:
+    """A text that would render a blank is refused like a rule that does not compile, on a reload as at start."""
+    files, live, watcher, clock = watched
+    catalogue = Path(files.catalogue_path)
+    text = catalogue.read_text("utf-8")
+    assert text.count("[ al volo {flight}]") == 1
+    catalogue.write_text(text.replace("[ al volo {flight}]", "[ al volo {fligth}]"), "utf-8")
+    watcher.settle_s = 0.0
+    assert not watcher.check_rules()
+    assert len(live) == 1, "the strategy serving before stays"
+    assert "{fligth} is not a field a text can show" in caplog.text
+    with pytest.raises(TemplateError) as refused:
+        load_strategy(files, SCHEMA, live[0].models)
+    assert refused.value.problems == [p for p in refused.value.problems if "actions.yaml: action 'extra_bag'" in p]

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from decision.cli import main
+from decision.scoring import LightGBMScorer
 from decision.settings import Settings
+from decision.strategy import RuleFiles, load_strategy
+from features.schema import FeatureSchema
 
 SETTINGS = Settings(_env_file=None)
 
@@ -77,9 +80,25 @@ def test_a_context_field_outside_a_variant_would_render_blank_and_is_refused(rul
 def test_an_unclosed_variant_and_a_why_naming_an_unknown_feature_are_refused(rule_files, capsys):
     _, catalogue, messages = rule_files
     replace_in(catalogue, "Add a checked bag[ to {flight}] for 30 euros", "Add a checked bag[ to {flight} for 30 euros")
-    replace_in(messages, "  extra_bag: [bags_per_trip]", "  extra_bag: [bags_per_flight]\n  gift_card: [tier]")
+    replace_in(messages, "  extra_bag: [bags_per_trip]", "  extra_bag: [bags_per_flight]")
     assert check(rule_files) == 1
     err = capsys.readouterr().err
     assert "action 'extra_bag': messages.en.screen: a '[' without its ']'" in err
     assert "messages.yaml: explained_by.extra_bag: bags_per_flight is not a feature" in err
-    assert "messages.yaml: explained_by: gift_card is not an action of actions.yaml" in err
+
+
+def test_a_why_for_an_action_the_catalogue_lacks_is_named_though_a_service_would_load_it(
+    rule_files, demo_model_dir, capsys
+):
+    """A deployment may serve part of the catalogue with the whole messages file, so loading lets it pass; the
+    check names it, since a misspelt action id leaves its action with the generic why."""
+    policies, catalogue, messages = rule_files
+    replace_in(messages, "  extra_bag: [bags_per_trip]", "  extra_bag: [bags_per_trip]\n  gift_card: [tier]")
+    schema = FeatureSchema.load(SETTINGS.schema_path)
+    load_strategy(RuleFiles(policies, catalogue, messages), schema, LightGBMScorer(demo_model_dir, schema))
+    assert check(rule_files) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "messages.yaml: explained_by: gift_card is not an action of actions.yaml",
+        "nba rules check: 1 problem(s) in the texts",
+    ]
