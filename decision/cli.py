@@ -280,11 +280,11 @@ def _call(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> int:
     from features.bulk_load import load_file
     from features.redis_client import connect
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig
+    from features.redis_store import BULK_TIMEOUT_MS, RedisOnlineStore, RedisStoreConfig
     from features.schema import FeatureSchema
 
     settings = Settings()
-    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=5000)
+    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=BULK_TIMEOUT_MS)
     store = RedisOnlineStore(connect(config), config)
     count = load_file(args.file, store, FeatureSchema.load(settings.schema_path))
     print(f"loaded {count} profiles from {args.file}")
@@ -293,7 +293,7 @@ def _load(args: argparse.Namespace) -> int:
 
 def _incident(args: argparse.Namespace) -> int:
     from features.redis_client import connect
-    from features.redis_store import RedisOnlineStore, RedisStoreConfig
+    from features.redis_store import BULK_TIMEOUT_MS, RedisOnlineStore, RedisStoreConfig
     from features.schema import FeatureSchema
 
     settings = Settings()
@@ -302,7 +302,7 @@ def _incident(args: argparse.Namespace) -> int:
     if args.type not in accepted:
         raise InvalidArgument(f"--type: must be one of {', '.join(accepted)}; got {args.type!r}")
     validation.customer_id(args.customer)
-    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=5000)
+    config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=BULK_TIMEOUT_MS)
     store = RedisOnlineStore(connect(config), config)
     now = time.time()
     store.update(

@@ -170,8 +170,9 @@ class Supervisor:
     def _replay_earlier_spools(self) -> None:
         from decision.app import decision_log, replay_earlier_spools, store_config
         from features.redis_client import connect
+        from features.redis_store import BULK_TIMEOUT_MS
 
-        config = dataclasses.replace(store_config(self.settings, self.redis_url), timeout_ms=5000.0)
+        config = dataclasses.replace(store_config(self.settings, self.redis_url), timeout_ms=BULK_TIMEOUT_MS)
         client = connect(config)
         log_to = decision_log(self.settings, client, config)
         try:

@@ -19,6 +19,11 @@ WRITTEN_AT = "_written_at"
 UPDATED_AT = "_updated_at"
 
 
+# What a batch job (a bulk load, the demo's reset, a spool replay at start) waits for Redis: as long as a busy
+# server takes, not what a decision's deadline allows (``timeout_ms``).
+BULK_TIMEOUT_MS = 5000.0
+
+
 @dataclass(frozen=True)
 class RedisStoreConfig:
     url: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
     from decision.decision_log.shipper_process import shipping_beside
     from decision.discovery import announced, service_file
     from decision.models import Registry
-    from features.redis_store import RedisOnlineStore
+    from features.redis_client import connect
+    from features.redis_store import BULK_TIMEOUT_MS, RedisOnlineStore
     from training.demo_model import load_or_train_demo_model, register_demo_model
     from training.population import DEMO_BANK_OPEN_ISSUE, generate_population
 
@@ -66,12 +68,17 @@ def _demo(args: argparse.Namespace) -> int:
         shipping_beside(settings, service.redis_url),
         announced(settings, service.grpc.target, service.http.url if service.http else "", service.redis_url),
     ):
-        store = service.flow.store
-        assert isinstance(store, RedisOnlineStore)
+        serving_store = service.flow.store
+        assert isinstance(serving_store, RedisOnlineStore)
+        # A client of its own for the set-up: the serving one gives up after a decision's few milliseconds, which
+        # a 10,000-profile pipeline on a busy machine outlasts.
+        config = replace(serving_store.config, timeout_ms=BULK_TIMEOUT_MS)
+        store = RedisOnlineStore(connect(config), config)
         if args.reset:
-            print(f"reset: forgot {forget_visits(service.client, store.keys)} keys of earlier visits", flush=True)
+            print(f"reset: forgot {forget_visits(store.client, store.keys)} keys of earlier visits", flush=True)
         now = time.time()
         count = store.write_profiles(generate_population(args.customers, now=now), written_at=now)
+        store.client.close()
         print(f"loaded {count} customer profiles into Redis at {service.redis_url}")
         print(f"serving nba.v1.DecisionService on {service.grpc.target}")
         if service.http is not None:
