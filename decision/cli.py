@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -278,6 +278,7 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    from decision.progress import progress
     from features.bulk_load import load_file
     from features.redis_client import connect
     from features.redis_store import BULK_TIMEOUT_MS, RedisOnlineStore, RedisStoreConfig
@@ -286,7 +287,11 @@ def _load(args: argparse.Namespace) -> int:
     settings = Settings()
     config = RedisStoreConfig(url=discovery.redis_url(settings, args.redis_url), timeout_ms=BULK_TIMEOUT_MS)
     store = RedisOnlineStore(connect(config), config)
-    count = load_file(args.file, store, FeatureSchema.load(settings.schema_path))
+
+    def shown(profiles: Iterable[dict[str, str]], total: int) -> Iterable[dict[str, str]]:
+        return progress(profiles, desc="load", unit="profile", total=total)
+
+    count = load_file(args.file, store, FeatureSchema.load(settings.schema_path), progress=shown)
     print(f"loaded {count} profiles from {args.file}")
     return 0
 

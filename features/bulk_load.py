@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,20 @@ def profiles_from_table(table: pa.Table, schema: FeatureSchema) -> Iterator[dict
         yield {name: _as_text(value) for name, value in row.items() if _present(value)}
 
 
-def load_file(path: Path, store: OnlineStore, schema: FeatureSchema, written_at: float | None = None) -> int:
-    """Load every row of a CSV/Parquet file; returns the number of profiles written."""
+def load_file(
+    path: Path,
+    store: OnlineStore,
+    schema: FeatureSchema,
+    written_at: float | None = None,
+    progress: Callable[[Iterable[dict[str, str]], int], Iterable[dict[str, str]]] | None = None,
+) -> int:
+    """Load every row of a CSV/Parquet file; returns the number of profiles written. ``progress`` wraps the
+    profiles (and is told how many there are) to show how far the load got."""
     table = read_table(Path(path))
-    return store.write_profiles(profiles_from_table(table, schema), written_at or time.time())
+    profiles: Iterable[dict[str, str]] = profiles_from_table(table, schema)
+    if progress is not None:
+        profiles = progress(profiles, table.num_rows)
+    return store.write_profiles(profiles, written_at or time.time())
 
 
 def _present(value: Any) -> bool:

@@ -35,11 +35,11 @@ from decision.domain import Decision, DecisionRequest, Touchpoint
 from decision.flow import FlowLimits
 from decision.models import ModelError
 from decision.offline import offline_flow
+from decision.progress import progress
 from decision.scoring import LightGBMScorer
 from decision.strategy import RELOAD_ERRORS, RuleFiles, Strategy, load_strategy
 from features.bulk_load import ID_COLUMN, BulkLoadError, read_table
 from features.schema import FeatureSchema
-from training.progress import progress
 
 TOUCHPOINT_COLUMN = "touchpoint"
 CONTEXT_PREFIX = "ctx_"

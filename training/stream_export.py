@@ -36,9 +36,9 @@ import redis
 
 from decision.decision_log.records import unpack
 from decision.decision_log.shipped_files import DECISIONS, OUTCOMES, LogDirectory, StreamId
+from decision.progress import progress
 from features.redis_keys import DEFAULT_PREFIX, KeyLayout
 from features.schema import FeatureSchema
-from training.progress import progress
 
 BATCH = 1_000
 ACCEPTED = "ACCEPTED"

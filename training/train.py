@@ -25,11 +25,11 @@ import numpy as np
 
 from decision.catalogue import Catalogue
 from decision.models import ACTION_FEATURE, ModelCard, Registry, VersionExists
+from decision.progress import progress
 from features.schema import FeatureSchema
 from training.demo_model import auc, logloss
 from training.lightgbm_params import lightgbm_params
 from training.log_import import ImportedLog, LogError
-from training.progress import progress
 
 MIN_ROWS = 30
 

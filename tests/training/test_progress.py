@@ -13,6 +13,10 @@ import termios
 import threading
 
 import pytest
+import redis
+
+from features.redis_keys import KeyLayout
+from features.redis_server import RedisServer
 
 
 def nba(argv: list[str], env: dict[str, str], stderr_on_a_terminal: bool) -> tuple[int, str, str]:
@@ -75,3 +79,15 @@ def test_train_draws_a_tree_count_on_a_terminal(env, tmp_path):
     lines = out.splitlines()
     assert lines[0].startswith("binary model on ") and lines[-2].startswith("model directory: "), out
     assert "\r" not in out and "training:" not in out
+
+
+def test_load_draws_the_profiles_loaded_on_a_terminal(env, tmp_path):
+    population = tmp_path / "population.csv"
+    assert nba(["demo-population", "--out", str(population), "--customers", "600"], env, False)[0] == 0
+    with RedisServer(tmp_path / "redis") as redis_server:
+        argv = ["load", str(population), "--redis-url", redis_server.url]
+        code, out, err = nba(argv, env, stderr_on_a_terminal=True)
+        assert code == 0, err
+        assert "load: 100%" in err and "603/603" in err and "profile/s" in err, err[-1000:]
+        assert out == f"loaded 603 profiles from {population}\n"
+        assert redis.Redis.from_url(redis_server.url).exists(KeyLayout().customer("demo-italian"))

@@ -1,4 +1,4 @@
-"""Progress of the long training commands (``nba train``, ``simulate``, ``export-log``) on stderr.
+"""Progress of the long commands (``nba load``, ``train``, ``simulate``, ``export-log``) on stderr.
 
 A tqdm bar, shown only when stderr is a terminal (tqdm's ``disable=None``): output piped to a file or another
 program, the service's logs and the tests stay clean, and stdout keeps only the results.
