@@ -366,23 +366,29 @@ class Narrator:
         }
 
     def template_problems(self, actions: Mapping[str, Action], catalogue_file: str) -> list[str]:
-        """What is wrong with the templates of the messages file and of ``actions`` (the catalogue's), one line
-        each naming the file, the text, its language and the placeholder: a placeholder that is no field a text
-        can show, a request context field outside a variant (it would render blank when a request lacks it), a
-        variant not closed; and an ``explained_by`` entry that is not an action or not a feature."""
-        schema = self.schema
-        features = {f.derived_name for f in schema.features}
-        context = set(schema.context)
-        derived = {"greeting_name", *_CUSTOMER_FORMS, *self.features.placeholders}
-        every = features | context | derived | {"incident", "complaint", "channel"}
-        incident = (features | context | derived) - {"complaint"}
+        """Everything ``nba rules check`` names in the texts: the messages file's problems, the catalogue's, and
+        ``explained_by`` entries for actions the catalogue lacks."""
+        return (
+            self.messages_problems()
+            + self.catalogue_problems(actions, catalogue_file)
+            + self.stray_explanations(actions, catalogue_file)
+        )
+
+    def messages_problems(self) -> list[str]:
+        """What is wrong with the messages file's templates for this schema, one line each naming the file, the
+        text, its language and the placeholder: a placeholder that is no field a text can show, a request context
+        field outside a variant (it would render blank when a request lacks it), a variant not closed; and an
+        ``explained_by`` feature the schema does not have. Warned about at load, not refused: one messages file
+        may serve a smaller schema, where a feature it lacks shows as nothing."""
+        fields = self._fields()
+        features, context, every = fields["features"], fields["context"], fields["every"]
         allowed = {
             "greeting_name": features,
             "customer_name": features | {"greeting_name"},
-            "incidents": incident,
-            "incidents_agent": incident,
-            "incidents.complaint": incident | {"incident"},
-            "incidents_agent.complaint": incident | {"incident"},
+            "incidents": fields["incident"],
+            "incidents_agent": fields["incident"],
+            "incidents.complaint": fields["incident"] | {"incident"},
+            "incidents_agent.complaint": fields["incident"] | {"incident"},
             "why": every | {"reason"},
             "reasons.model_ranked": every | {"features"},
             "follow_ups": every | {"action_title", "action_confirmation"},
@@ -391,16 +397,8 @@ class Narrator:
         problems = []
         for section in _TEMPLATE_SECTIONS:
             for where, template in _texts(self.texts[section], section):
-                fields = next((allowed[k] for k in by_length if where.startswith(k + ".")), every)
-                problems += [f"{self.file}: {where}: {p}" for p in _template_problems(template, fields, context)]
-        for action in actions.values():
-            texts = [(f"messages.{lang}.{d}", text) for lang, by in action.messages.items() for d, text in by.items()]
-            texts += [(f"confirmation.{lang}", text) for lang, text in action.confirmations.items()]
-            for where, template in texts:
-                problems += [
-                    f"{catalogue_file}: action {action.action_id!r}: {where}: {p}"
-                    for p in _template_problems(template, every, context)
-                ]
+                allowed_here = next((allowed[k] for k in by_length if where.startswith(k + ".")), every)
+                problems += [f"{self.file}: {where}: {p}" for p in _template_problems(template, allowed_here, context)]
         for action_id, cited in self.explained_by.items():
             problems += [
                 f"{self.file}: explained_by.{action_id}: {name} is not a feature (features/schema.yaml, as rules "
@@ -408,6 +406,30 @@ class Narrator:
                 for name in sorted(cited - features)
             ]
         return problems
+
+    def catalogue_problems(self, actions: Mapping[str, Action], catalogue_file: str) -> list[str]:
+        """The same for the texts of ``actions`` (the catalogue's, written for this deployment's schema):
+        refused at load and on a reload, as a rule that does not compile is."""
+        fields = self._fields()
+        problems = []
+        for action in actions.values():
+            texts = [(f"messages.{lang}.{d}", text) for lang, by in action.messages.items() for d, text in by.items()]
+            texts += [(f"confirmation.{lang}", text) for lang, text in action.confirmations.items()]
+            for where, template in texts:
+                problems += [
+                    f"{catalogue_file}: action {action.action_id!r}: {where}: {p}"
+                    for p in _template_problems(template, fields["every"], fields["context"])
+                ]
+        return problems
+
+    def _fields(self) -> dict[str, set[str]]:
+        """The names a template may use, by kind: the schema's features, the request context, every field."""
+        features = {f.derived_name for f in self.schema.features}
+        context = set(self.schema.context)
+        derived = {"greeting_name", *_CUSTOMER_FORMS, *self.features.placeholders}
+        every = features | context | derived | {"incident", "complaint", "channel"}
+        incident = (features | context | derived) - {"complaint"}
+        return {"features": features, "context": context, "every": every, "incident": incident}
 
     def stray_explanations(self, actions: Mapping[str, Action], catalogue_file: str) -> list[str]:
         """``explained_by`` entries for actions the catalogue does not have: a misspelt id leaves its action with

@@ -110,11 +110,13 @@ def strategy_with(catalogue: Catalogue, files: RuleFiles, schema: FeatureSchema,
                 f"{Path(files.catalogue_path).name}: action {action.action_id!r}: no text for {', '.join(missing)} "
                 f"(every action speaks the languages of {Path(files.messages_path).name})"
             )
-    # A text that cannot be rendered as written is refused like a rule that does not compile: at start, and on a
-    # reload, which keeps the strategy serving (a misspelt placeholder would otherwise show as a blank).
-    problems = narrator.template_problems(catalogue.actions, Path(files.catalogue_path).name)
+    # A catalogue text that cannot be rendered as written is refused like a rule that does not compile: at start,
+    # and on a reload, which keeps the strategy serving (a misspelt placeholder would otherwise show as a blank).
+    problems = narrator.catalogue_problems(catalogue.actions, Path(files.catalogue_path).name)
     if problems:
         raise TemplateError(problems)
+    for problem in narrator.messages_problems():
+        log.warning("%s (nba rules check names every such text)", problem)
     reasons = ReasonTexts(tuple(narrator.languages), narrator.reason_languages(), Path(files.messages_path).name)
     rules = RulesEngine(files.policy_dir, catalogue.action_ids, schema, reasons)
     version = hashlib.sha256(f"{rules.version}:{narrator.version}".encode()).hexdigest()[:12]

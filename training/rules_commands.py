@@ -28,7 +28,7 @@ import numpy as np
 from decision import discovery, validation
 from decision.cli import REDIS_HELP, Handler
 from decision.errors import InvalidArgument
-from decision.explanation import TemplateError
+from decision.explanation import Narrator, TemplateError
 from decision.models import CARD_FILE
 from decision.scenarios import DEFAULT_SCENARIO_DIR, ScenarioFileError, ScenarioRunner, load_scenarios
 from decision.scoring import LightGBMScorer, Scorer
@@ -74,10 +74,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         strategy = load_strategy(files, schema, _scorer(settings, schema, needed=args.rules_command != "check"))
     except TemplateError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        print(f"nba rules {args.rules_command}: {len(error.problems)} problem(s) in the texts", file=sys.stderr)
-        return 1
+        # The catalogue's texts stopped the load; the messages file's are named with them.
+        problems = Narrator(files.messages_path, schema).messages_problems() + error.problems
+        return _text_problems(args.rules_command, problems)
     except RELOAD_ERRORS as error:
         print(f"nba rules {args.rules_command}: {error}", file=sys.stderr)
         return 2
@@ -93,17 +92,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(strategy: Strategy, catalogue_file: str) -> int:
-    """The rules compiled and every template checked (``Narrator.template_problems``, as loading does); then
-    what loading lets pass but an author means otherwise (``Narrator.stray_explanations``): 1 when there is any."""
+    """The rules compiled; then every template checked (``Narrator.template_problems``): 1 when there is any."""
     rules = strategy.rules.policies
-    stray = strategy.narrator.stray_explanations(strategy.catalogue.actions, catalogue_file)
-    for problem in stray:
-        print(problem, file=sys.stderr)
-    if stray:
-        print(f"nba rules check: {len(stray)} problem(s) in the texts", file=sys.stderr)
-        return 1
+    problems = strategy.narrator.template_problems(strategy.catalogue.actions, catalogue_file)
+    if problems:
+        return _text_problems("check", problems)
     print(f"rules {strategy.rules_version}: {len(rules.files)} files, {len(strategy.rules.rule_ids)} rules, OK")
     return 0
+
+
+def _text_problems(command: str, problems: list[str]) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"nba rules {command}: {len(problems)} problem(s) in the texts", file=sys.stderr)
+    return 1
 
 
 def _scorer(settings: Settings, schema: FeatureSchema, needed: bool) -> Scorer:

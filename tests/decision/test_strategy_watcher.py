@@ -182,3 +182,17 @@ def test_a_text_with_a_misspelt_placeholder_is_refused_and_the_strategy_keeps_se
     with pytest.raises(TemplateError) as refused:
         load_strategy(files, SCHEMA, live[0].models)
     assert refused.value.problems == [p for p in refused.value.problems if "actions.yaml: action 'extra_bag'" in p]
+
+
+def test_a_messages_text_naming_a_feature_the_schema_lacks_is_warned_about_and_goes_live(watched, caplog) -> None:
+    """The messages file may serve a smaller schema, where a feature it lacks shows as nothing: warned about (and
+    ``nba rules check`` fails on it), not refused."""
+    files, live, watcher, clock = watched
+    messages = Path(files.messages_path)
+    text = messages.read_text("utf-8")
+    assert text.count("{tier}會員，已是我們") == 1
+    messages.write_text(text.replace("{tier}會員，已是我們", "{teir}會員，已是我們"), "utf-8")
+    watcher.settle_s = 0.0
+    assert watcher.check_rules()
+    assert len(live) == 2
+    assert "reasons.loyal_member.zh-Hant: {teir} is not a field a text can show" in caplog.text
