@@ -6,8 +6,9 @@ the load is open loop at ``--rate`` decisions a second: 1% of them for five cust
 the rest over 10,000 customers, every touchpoint in turn; a share of the answered decisions gets an outcome
 (accepted, declined or ignored). After every ``--every`` decisions: Redis's ``used_memory``, the server's
 resident memory, Decide p50 and p99 of those decisions (from each call's scheduled send time), and the shipper's
-lag (entries of the decision stream not shipped yet, and the age of the oldest). At the end, once the shipper
-has caught up, every answered decision is looked up in the Parquet log: each must be there exactly once.
+lag (entries of the decision stream not shipped yet, and the age of the oldest), and where the time went (CPU
+per decision of each process, Redis's script calls). At the end, once the shipper has caught up, every answered
+decision is looked up in the Parquet log: each must be there exactly once.
 
     python -m benchmarks.soak [--decisions 1000000] [--every 100000] [--rate 400] [--write benchmarks/RESULTS.md]
 
@@ -68,6 +69,85 @@ class Window:
     oldest_unshipped_s: float
     degraded: int
     failed: int
+    cost: Cost = field(default_factory=lambda: Cost(0, 0, 0, 0, 0, 0, 0))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Where a window's time went, per decision: CPU ms of each process, and Redis's Lua script calls."""
+
+    server_ms: float
+    shipper_ms: float
+    redis_ms: float
+    load_ms: float  # this process: the open loop and its callbacks
+    scripts: float  # EVALSHA calls (commits, outcomes, batches)
+    script_us: float  # Redis's time in one, on average
+    keys: int  # Redis's keys at the window's end
+
+
+@dataclass(frozen=True)
+class Meter:
+    """Cumulative readings the next window's Cost is the difference from."""
+
+    server_s: float
+    shipper_s: float
+    redis_s: float
+    load_s: float
+    script_calls: int
+    script_usec: int
+
+    @classmethod
+    def read(cls, client: redis.Redis, server_pid: int) -> Meter:
+        cpu = client.info("cpu")
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        shippers = [pid for pid in children(server_pid) if "shipper" in command_line(pid)]
+        own = os.times()
+        return cls(
+            server_s=cpu_seconds(server_pid),
+            shipper_s=sum(cpu_seconds(pid) for pid in shippers),
+            redis_s=float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+            load_s=own.user + own.system,
+            script_calls=int(stats.get("calls", 0)),
+            script_usec=int(stats.get("usec", 0)),
+        )
+
+    def cost(self, earlier: Meter, decisions: int, keys: int) -> Cost:
+        per = 1000.0 / max(decisions, 1)
+        calls = self.script_calls - earlier.script_calls
+        return Cost(
+            server_ms=(self.server_s - earlier.server_s) * per,
+            shipper_ms=(self.shipper_s - earlier.shipper_s) * per,
+            redis_ms=(self.redis_s - earlier.redis_s) * per,
+            load_ms=(self.load_s - earlier.load_s) * per,
+            scripts=calls / max(decisions, 1),
+            script_us=(self.script_usec - earlier.script_usec) / max(calls, 1),
+            keys=keys,
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -191,10 +271,12 @@ def soak(
         with serving(redis_server.url, model_dir, work) as (channel, pid, log_dir):
             stub = pb_grpc.DecisionServiceStub(channel)
             state = Soak()
+            meter = Meter.read(client, pid)
             for offset in range(0, decisions, every):
                 count = min(every, decisions - offset)
                 run = run_window(stub, state, offset, count, rate, share)
                 unshipped, age = shipper_lag(client)
+                earlier, meter = meter, Meter.read(client, pid)
                 windows.append(
                     Window(
                         decisions=offset + count,
@@ -206,6 +288,7 @@ def soak(
                         oldest_unshipped_s=age,
                         degraded=state.degraded,
                         failed=state.failed,
+                        cost=meter.cost(earlier, count, int(client.dbsize())),
                     )
                 )
                 print(windows[-1], file=sys.stderr, flush=True)
@@ -257,6 +340,20 @@ def render(windows: list[Window], summary: dict[str, Any], plot: str) -> str:
     lines += [
         f"| {w.decisions:,} | {w.used_memory_mib:.1f} | {w.rss_mib:.1f} | {w.p50_ms:.2f} | {w.p99_ms:.2f} "
         f"| {w.unshipped:,} | {w.oldest_unshipped_s:.1f} | {w.degraded:,} | {w.failed:,} |"
+        for w in windows
+    ]
+    lines += [
+        "",
+        "Where each window's time went, per decision: CPU ms of the server, its log shipper, Redis and the load "
+        "generator (this process), Redis's Lua script calls (decision commits, outcomes, the writer's batches) "
+        "and its time in one; and Redis's keys at the window's end.",
+        "",
+        "| decisions | server CPU ms | shipper CPU ms | Redis CPU ms | load CPU ms | scripts | µs a script | keys |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {w.decisions:,} | {w.cost.server_ms:.3f} | {w.cost.shipper_ms:.3f} | {w.cost.redis_ms:.3f} "
+        f"| {w.cost.load_ms:.3f} | {w.cost.scripts:.2f} | {w.cost.script_us:.0f} | {w.cost.keys:,} |"
         for w in windows
     ]
     after = steady(windows, summary["rate"])
