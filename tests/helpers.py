@@ -296,3 +296,28 @@ def ship_log_command(redis_url: str, log_dir: Path | str, *args: str) -> list[st
         str(log_dir),
         *args,
     ]
+
+
+@contextlib.contextmanager
+def running_demo(env: dict[str, str], *args: str) -> Iterator[list[str]]:
+    """``nba demo`` as a user starts it, on free ports (``env`` gives its data and model directories): the lines it
+    printed before it said it serves; stopped with SIGTERM, as Ctrl-C stops it, and checked to end cleanly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "decision.cli", "demo", *args],
+        env=env | {"NBA_PORT": "0", "NBA_HTTP_PORT": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    printed: list[str] = []
+    try:
+        for line in process.stdout:
+            printed.append(line.rstrip("\n"))
+            if "Ctrl-C stops" in line:
+                break
+        assert printed and "Ctrl-C stops" in printed[-1], "the demo stopped before it served"
+        yield printed
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=START_TIMEOUT_S) == 0

@@ -7,7 +7,6 @@ import csv
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 
 from decision.app import Service
 from features.redis_server import free_port
-from tests.helpers import START_TIMEOUT_S, TEST_POPULATION, service_settings
+from tests.helpers import TEST_POPULATION, running_demo, service_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOUCHPOINTS = ("CHECKIN_KIOSK", "CHECKIN_AGENT", "BRANCH_TELLER", "IVR")
@@ -132,26 +131,10 @@ def demo_target(demo_model_dir: Path, tmp_path: Path) -> Iterator[str]:
     reloaded when they change), on free ports with a data directory of its own; its gRPC target."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBA_")}
     env |= {"NBA_DATA_DIR": str(tmp_path / "data"), "NBA_MODEL_DIR": str(demo_model_dir)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "decision.cli", "demo"],
-        env=env | {"NBA_PORT": "0", "NBA_HTTP_PORT": "0"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    target = ""
-    try:
-        for line in process.stdout:
-            if line.startswith("serving nba.v1.DecisionService on "):
-                target = line.split(" on ", 1)[1].strip()
-            if "Ctrl-C stops" in line:
-                break
-        assert target, "the demo never said where it serves"
-        yield target
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=START_TIMEOUT_S) == 0
+    with running_demo(env) as printed:
+        serving = [line for line in printed if line.startswith("serving nba.v1.DecisionService on ")]
+        assert serving, "the demo never said where it serves"
+        yield serving[0].split(" on ", 1)[1].strip()
 
 
 def test_the_readmes_locust_line_passes_against_the_demo(demo_target, tmp_path):

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,34 +19,18 @@ from pathlib import Path
 import pytest
 
 from decision.models import Registry
-from tests.helpers import START_TIMEOUT_S
+from tests.helpers import running_demo as demo_printing
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
 def running_demo(env: dict[str, str], *args: str) -> Iterator[list[list[str]]]:
-    """``nba demo`` on free ports; the example commands it printed."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "decision.cli", "demo", "--customers", "200", *args],
-        env=env | {"NBA_PORT": "0", "NBA_HTTP_PORT": "0"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    commands = []
-    try:
-        for line in process.stdout:
-            if line.startswith("  .venv/bin/nba "):
-                commands.append(shlex.split(line.strip())[1:])
-            if "Ctrl-C stops" in line:
-                break
+    """``nba demo`` with 200 customers; the example commands it printed."""
+    with demo_printing(env, "--customers", "200", *args) as printed:
+        commands = [shlex.split(line.strip())[1:] for line in printed if line.startswith("  .venv/bin/nba ")]
         assert commands, "the demo printed no examples"
         yield commands
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=START_TIMEOUT_S) == 0
 
 
 @pytest.fixture()
